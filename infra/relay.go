@@ -319,7 +319,8 @@ func NewRelayAccess(ctx *pulumi.Context, name string, args RelayAccessArgs, opts
 }
 
 // secretLines is what `flyctl secrets import` reads: NAME=VALUE lines.
-// The key is base64 (no newlines, no quotes), so no quoting is needed.
+// The key is base64: no newline, quote or #, none of which the import
+// format would pass through unchanged, so no quoting is needed.
 func secretLines(key, project string) string {
 	return KeySecretName + "=" + key + "\n" + ProjectSecretName + "=" + project + "\n"
 }

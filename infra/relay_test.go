@@ -178,7 +178,7 @@ func str(t *testing.T, r registered, key string) string {
 	return v.StringValue()
 }
 
-func strings_(v resource.PropertyValue) []string {
+func sortedStrings(v resource.PropertyValue) []string {
 	var out []string
 	for _, e := range v.ArrayValue() {
 		out = append(out, e.StringValue())
@@ -352,7 +352,7 @@ func TestLeastPrivilege(t *testing.T) {
 
 	roles := map[string][]string{} // role name -> permissions
 	for _, r := range e.of(tCustomRole) {
-		roles["projects/proj-1/roles/"+str(t, r, "roleId")] = strings_(r.inputs["permissions"])
+		roles["projects/proj-1/roles/"+str(t, r, "roleId")] = sortedStrings(r.inputs["permissions"])
 		if got := str(t, r, "project"); got != "proj-1" {
 			t.Errorf("role %s in project %q, want proj-1", r.name, got)
 		}
