@@ -284,10 +284,15 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.log.Debug("client connected", "remote", c.remote)
+	// Both pumps get their own goroutines and ServeHTTP returns: while the
+	// handler runs, net/http keeps the connection's request buffers (about
+	// 10 KiB) alive, which an idle WebSocket does not need.
 	go c.writePump()
-	c.readPump() // this goroutine is the connection's reader
-	<-c.writerDone
-	r.unregister(c)
+	go func() {
+		c.readPump()
+		<-c.writerDone
+		r.unregister(c)
+	}()
 }
 
 func (r *Relay) isClosing() bool {
