@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -233,6 +234,7 @@ func BenchmarkFanOut(b *testing.B) {
 			var inDeliver time.Duration
 			alerts := 0
 			b.ReportAllocs()
+			cpu := startCPU()
 			for b.Loop() {
 				start := time.Now()
 				r.Deliver(tmpl.next())
@@ -242,6 +244,7 @@ func BenchmarkFanOut(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(alerts*n), "ns/delivery")
 			b.ReportMetric(float64(inDeliver.Nanoseconds())/float64(alerts), "deliver-ns/op")
+			b.ReportMetric(float64(cpu.used().Nanoseconds())/float64(alerts*n), "server-cpu-ns/delivery")
 			if got := count(&testing.T{}, r.m.slowCloses); got != 0 {
 				b.Errorf("%v slow clients closed during the benchmark", got)
 			}
@@ -288,6 +291,7 @@ func BenchmarkLoopbackFloor(b *testing.B) {
 			}
 			frame = append(frame, payload...)
 			alerts := 0
+			cpu := startCPU()
 			for b.Loop() {
 				for _, c := range sockets {
 					if _, err := c.Write(frame); err != nil {
@@ -298,8 +302,25 @@ func BenchmarkLoopbackFloor(b *testing.B) {
 				alerts++
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(alerts*n), "ns/delivery")
+			b.ReportMetric(float64(cpu.used().Nanoseconds())/float64(alerts*n), "server-cpu-ns/delivery")
 		})
 	}
+}
+
+// cpuClock measures the CPU time (user and system, all threads) this
+// process spends, which leaves out the client process sharing the cores.
+type cpuClock struct{ start time.Duration }
+
+func startCPU() cpuClock { return cpuClock{processCPU()} }
+
+func (c cpuClock) used() time.Duration { return processCPU() - c.start }
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkIdleConnMemory measures what an idle connection costs the server:

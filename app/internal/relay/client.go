@@ -128,9 +128,9 @@ func (c *client) readFailed(err error) {
 		_, _ = io.Copy(io.Discard, nc)
 		return
 	}
-	initiated := !c.shutdown(0, "") // false if the server had already decided to close
+	serverClosed := !c.shutdown(0, "") // the server had already decided to close
 	switch {
-	case initiated:
+	case serverClosed:
 		// The server closed; the writer logs the reason.
 	case websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived):
 		log.Debug("client disconnected", "remote", c.remote, "err", err)
@@ -255,7 +255,11 @@ func (c *client) finish() {
 	if c.closeCode != 0 {
 		err := c.conn.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(c.closeCode, c.closeReason), time.Now().Add(c.r.cfg.WriteWait))
-		if c.closeCode != websocket.CloseMessageTooBig { // logged by the reader
+		switch c.closeCode {
+		case websocket.CloseMessageTooBig: // logged by the reader
+		case closeRestart: // every client at shutdown; Close logs once
+			c.r.log.Debug("client closed", "remote", c.remote, "code", c.closeCode, "reason", c.closeReason)
+		default:
 			c.r.log.Info("client closed", "remote", c.remote, "code", c.closeCode, "reason", c.closeReason)
 		}
 		if err == nil || errors.Is(err, websocket.ErrCloseSent) {

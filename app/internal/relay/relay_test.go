@@ -247,6 +247,7 @@ func TestReadLimitCloses1009(t *testing.T) {
 	if ce := closeError(t, conn); ce.Code != websocket.CloseMessageTooBig {
 		t.Errorf("close = %v, want 1009", ce)
 	}
+	conn.Close() // ends the server's drain of the oversized frame
 	eventually(t, "the client to be gone", func() bool { return tr.Clients() == 0 })
 }
 
