@@ -254,9 +254,9 @@ func NewRelayAccess(ctx *pulumi.Context, name string, args RelayAccessArgs, opts
 		return nil, fmt.Errorf("subscriptions grant: %w", err)
 	}
 
-	// 5. The key. Keepers force a new key when the version is bumped; the
-	// provider creates the new key before deleting the old one, and the
-	// Fly secret is updated in between.
+	// 5. The key. Keepers force a new key when the version is bumped.
+	// Pulumi replaces create-before-delete, so the new key exists, the Fly
+	// secret is updated to it, and only then is the old key deleted.
 	key, err := serviceaccount.NewKey(ctx, "key", &serviceaccount.KeyArgs{
 		ServiceAccountId: account.Name,
 		Keepers:          pulumi.StringMap{"keyVersion": pulumi.String(strconv.Itoa(args.KeyVersion))},
