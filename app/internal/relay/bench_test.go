@@ -338,7 +338,6 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 			after := memStats()
 			heap := float64(after.HeapInuse) - float64(before.HeapInuse)
 			stack := float64(after.StackInuse) - float64(before.StackInuse)
-			sys := float64(after.Sys) - float64(before.Sys)
 			goroutines := float64(runtime.NumGoroutine()) / float64(n)
 			for b.Loop() {
 			}
@@ -347,7 +346,6 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 			b.ReportMetric((heap+stack)/float64(n), "B/conn")
 			b.ReportMetric(heap/float64(n), "heap-B/conn")
 			b.ReportMetric(stack/float64(n), "stack-B/conn")
-			b.ReportMetric(sys/float64(n), "sys-B/conn")
 			b.ReportMetric(goroutines, "goroutines/conn")
 		})
 	}

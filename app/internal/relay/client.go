@@ -104,6 +104,8 @@ func (c *client) readPump() {
 			// the client's close answer ends the loop.
 			continue
 		}
+		// Any frame shows the client is alive, not only a pong.
+		_ = c.conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
 		if typ != websocket.TextMessage {
 			c.shutdown(closeBinary, closeBinaryReason)
 			continue

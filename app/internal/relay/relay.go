@@ -169,8 +169,12 @@ type Relay struct {
 	wg sync.WaitGroup
 }
 
-// New returns a Relay that publishes its clients' alerts with pub.
+// New returns a Relay that publishes its clients' alerts with pub. It panics
+// if pub is nil: a relay that cannot publish is a wiring bug.
 func New(cfg Config, pub Publisher) *Relay {
+	if pub == nil {
+		panic("relay: New with a nil Publisher")
+	}
 	cfg.setDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Relay{
