@@ -1,0 +1,149 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// config is everything the relay reads from its environment.
+type config struct {
+	Port          string
+	AllocID       string
+	Region        string
+	Project       string
+	EmulatorHost  string
+	Topic         string
+	SubPrefix     string
+	Credentials   []byte // service-account key JSON; never logged
+	AllowedOrigin []string
+	RateLimit     rate.Limit
+	RateBurst     int
+	LogFormat     string
+
+	allocGenerated bool
+}
+
+const (
+	defaultTopic   = "ALIEN_NOTIFICATIONS"
+	defaultPrefix  = "ID_"
+	defaultProject = "skywatch-local"
+)
+
+// loadConfig reads the environment through getenv. Unset values get their
+// documented defaults; values that are set but wrong are errors, because
+// a relay that quietly ignores its configuration is harder to debug than
+// one that will not start.
+func loadConfig(getenv func(string) string) (config, error) {
+	c := config{
+		Port:         or(getenv("PORT"), "8080"),
+		AllocID:      getenv("FLY_ALLOC_ID"),
+		Region:       or(getenv("FLY_REGION"), "local"),
+		Project:      getenv("GOOGLE_CLOUD_PROJECT"),
+		EmulatorHost: getenv("PUBSUB_EMULATOR_HOST"),
+		Topic:        or(getenv("PUBSUB_TOPIC"), defaultTopic),
+		SubPrefix:    or(getenv("PUBSUB_SUBSCRIPTION_PREFIX"), defaultPrefix),
+		LogFormat:    or(getenv("LOG_FORMAT"), "text"),
+	}
+	var errs []error
+	if p, err := strconv.Atoi(c.Port); err != nil || p < 0 || p > 65535 {
+		errs = append(errs, fmt.Errorf("PORT %q: want a port number", c.Port))
+	}
+	if c.AllocID == "" {
+		c.AllocID = randomID()
+		c.allocGenerated = true
+	}
+	if c.EmulatorHost != "" && c.Project == "" {
+		c.Project = defaultProject
+	}
+	if key := getenv("GCP_SERVICE_ACCOUNT_KEY"); key != "" {
+		creds, err := decodeKey(key)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("GCP_SERVICE_ACCOUNT_KEY: %w", err))
+		}
+		c.Credentials = creds
+	}
+	for _, o := range strings.Split(getenv("ALLOWED_ORIGINS"), ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			c.AllowedOrigin = append(c.AllowedOrigin, strings.TrimRight(o, "/"))
+		}
+	}
+	if v := getenv("ALERT_RATE"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 {
+			errs = append(errs, fmt.Errorf("ALERT_RATE %q: want alerts per second > 0", v))
+		}
+		c.RateLimit = rate.Limit(f)
+	}
+	if v := getenv("ALERT_BURST"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			errs = append(errs, fmt.Errorf("ALERT_BURST %q: want an integer >= 1", v))
+		}
+		c.RateBurst = n
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("LOG_FORMAT %q: want text or json", c.LogFormat))
+	}
+	return c, errors.Join(errs...)
+}
+
+// brokerKind says which broker the configuration selects.
+func (c config) brokerKind() string {
+	switch {
+	case c.EmulatorHost != "":
+		return "emulator"
+	case c.Project != "":
+		return "gcp"
+	default:
+		return "embedded"
+	}
+}
+
+// decodeKey accepts the service-account key as raw JSON or as base64 of
+// it (the infra program stores base64, which survives `flyctl secrets
+// import`'s one-line format). The key is checked to be a JSON object so a
+// truncated secret fails at start, not at the first publish.
+func decodeKey(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	b := []byte(s)
+	if !strings.HasPrefix(s, "{") {
+		var err error
+		b, err = base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			// Never quote the value: it is a secret.
+			return nil, errors.New("neither JSON nor base64")
+		}
+	}
+	var probe struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(b, &probe); err != nil {
+		return nil, errors.New("not a JSON key")
+	}
+	return b, nil
+}
+
+func or(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func randomID() string {
+	b := make([]byte, 7)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b)
+}
+
+// shutdownBudget fits inside kill_timeout = 10s in fly.toml.
+const shutdownBudget = 8 * time.Second
