@@ -26,12 +26,20 @@ type Broker interface {
 	// Publish sends data to the topic and returns once the broker has
 	// accepted it. It gives up when ctx is done and returns an error; a
 	// message whose Publish returned an error should not be delivered later.
+	// data must not be empty (Pub/Sub refuses empty messages); the caller
+	// may reuse it once Publish returns.
 	Publish(ctx context.Context, data []byte) error
 
 	// CreateSubscription makes the named subscription on the topic. It
 	// receives only what is published after CreateSubscription returns: if a
 	// subscription by that name already exists (left by a crash), its backlog
-	// is dropped, so a restarted VM never replays stale messages.
+	// is dropped, so a restarted VM never replays stale messages. Call it
+	// before Receive: a Receive already running on that name may end with
+	// ErrNotFound (Pub/Sub deletes and recreates it) or carry on.
+	//
+	// name is an ID, not a full resource name; for Pub/Sub it must start
+	// with a letter and be 3 to 255 characters of letters, digits and
+	// - _ . ~ + %.
 	CreateSubscription(ctx context.Context, name string) error
 
 	// CheckSubscription returns nil if the subscription exists and the broker
@@ -45,7 +53,8 @@ type Broker interface {
 	// callers poll CheckSubscription to find one that vanishes later), and
 	// another error if receiving fails for good. handle may be called from
 	// several goroutines at once; a message is acknowledged after handle
-	// returns.
+	// returns. handle must not modify data, which may be shared with
+	// other subscriptions.
 	Receive(ctx context.Context, name string, handle func(data []byte)) error
 
 	// DeleteSubscription removes the subscription. Deleting one that does not
