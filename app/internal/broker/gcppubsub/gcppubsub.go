@@ -92,6 +92,7 @@ type Broker struct {
 	publisher *pubsub.Publisher
 	project   string
 	topic     string // full name: projects/P/topics/T
+	emulator  bool
 
 	expiration     time.Duration
 	retention      time.Duration
@@ -116,6 +117,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		retention:      orDefault(cfg.MessageRetention, DefaultMessageRetention),
 		ackDeadline:    orDefault(cfg.AckDeadline, DefaultAckDeadline),
 		publishTimeout: orDefault(cfg.PublishTimeout, DefaultPublishTimeout),
+		emulator:       cfg.EmulatorHost != "",
 	}
 
 	var opts []option.ClientOption
@@ -149,7 +151,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		return nil, fmt.Errorf("gcppubsub: new client: %w", err)
 	}
 	b.client = client
-	if err := b.ensureTopic(ctx, cfg.EmulatorHost != ""); err != nil {
+	if err := b.ensureTopic(ctx); err != nil {
 		client.Close()
 		return nil, err
 	}
@@ -162,14 +164,14 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	return b, nil
 }
 
-func (b *Broker) ensureTopic(ctx context.Context, emulator bool) error {
+func (b *Broker) ensureTopic(ctx context.Context) error {
 	_, err := b.client.TopicAdminClient.GetTopic(ctx, &pubsubpb.GetTopicRequest{Topic: b.topic})
 	switch {
 	case err == nil:
 		return nil
 	case status.Code(err) != codes.NotFound:
 		return fmt.Errorf("gcppubsub: get topic %s: %w", b.topic, err)
-	case !emulator:
+	case !b.emulator:
 		return fmt.Errorf("gcppubsub: topic %s does not exist: create it with `pulumi up`", b.topic)
 	}
 	_, err = b.client.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: b.topic})
@@ -240,6 +242,14 @@ func (b *Broker) CreateSubscription(ctx context.Context, name string) error {
 	}
 	admin := b.client.SubscriptionAdminClient
 	_, err := admin.CreateSubscription(ctx, sub)
+	if status.Code(err) == codes.NotFound && b.emulator {
+		// The topic is gone: an emulator that restarted forgets everything.
+		// Make it again, as New did, so the relays recover on their own.
+		if err := b.ensureTopic(ctx); err != nil {
+			return fmt.Errorf("create subscription %s: %w", name, err)
+		}
+		_, err = admin.CreateSubscription(ctx, sub)
+	}
 	if status.Code(err) != codes.AlreadyExists {
 		if err != nil {
 			return fmt.Errorf("create subscription %s: %w", name, err)

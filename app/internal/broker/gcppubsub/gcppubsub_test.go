@@ -317,3 +317,24 @@ func serviceAccountKey(t *testing.T) []byte {
 	}
 	return key
 }
+
+// TestEmulatorRestartRecreatesTopic: an emulator that restarts forgets its
+// topic along with everything else; the relay's feed recreates its
+// subscription, and that must bring the topic back too.
+func TestEmulatorRestartRecreatesTopic(t *testing.T) {
+	srv := newServer(t)
+	b := newBroker(t, gcppubsub.Config{ProjectID: project, TopicID: "restarted", EmulatorHost: srv.Addr})
+	topic := "projects/" + project + "/topics/restarted"
+	if _, err := srv.GServer.DeleteTopic(t.Context(), &pubsubpb.DeleteTopicRequest{Topic: topic}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CreateSubscription(t.Context(), "vm-1"); err != nil {
+		t.Fatalf("CreateSubscription after the topic vanished: %v", err)
+	}
+	if _, err := srv.GServer.GetTopic(t.Context(), &pubsubpb.GetTopicRequest{Topic: topic}); err != nil {
+		t.Fatalf("topic not recreated: %v", err)
+	}
+	if err := b.CheckSubscription(t.Context(), "vm-1"); err != nil {
+		t.Fatal(err)
+	}
+}
