@@ -57,7 +57,8 @@ type vm struct {
 	done chan error
 }
 
-var listeningRE = regexp.MustCompile(`msg=listening .*?addr=\S*:(\d+)`)
+// listeningRE finds the line a VM logs once it listens: its id and port.
+var listeningRE = regexp.MustCompile(`msg=listening vm=(\S+) .*?addr=\S*:(\d+)`)
 
 // startVM runs a relay with env on port 0 and waits until it serves.
 func startVM(t *testing.T, env map[string]string) *vm {
@@ -76,7 +77,7 @@ func startVM(t *testing.T, env map[string]string) *vm {
 	deadline := time.Now().Add(wait)
 	for {
 		if m := listeningRE.FindStringSubmatch(v.logs.String()); m != nil {
-			v.addr = "127.0.0.1:" + m[1]
+			v.addr = "127.0.0.1:" + m[2]
 			return v
 		}
 		select {
@@ -591,14 +592,21 @@ func TestDevRunsThreeVMsOnOneBroker(t *testing.T) {
 	for len(vms) < 3 {
 		ms := listeningRE.FindAllStringSubmatch(logs.String(), -1)
 		if len(ms) == 3 {
-			for i, m := range ms {
-				vms = append(vms, &vm{id: fmt.Sprintf("dev-%d", i+1), addr: "127.0.0.1:" + m[1], logs: logs})
+			for _, m := range ms {
+				vms = append(vms, &vm{id: m[1], addr: "127.0.0.1:" + m[2], logs: logs})
 			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("dev relays never listened:\n%s", logs)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+	ids := map[string]bool{}
+	for _, v := range vms {
+		ids[v.id] = true
+	}
+	if !ids["dev-1"] || !ids["dev-2"] || !ids["dev-3"] {
+		t.Fatalf("dev VMs are %v, want dev-1, dev-2 and dev-3", ids)
 	}
 	var clients []*client
 	for _, v := range vms {
