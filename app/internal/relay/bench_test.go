@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -268,12 +269,12 @@ func BenchmarkLoopbackFloor(b *testing.B) {
 				if err != nil {
 					return
 				}
-				if err := c.WriteMessage(websocket.TextMessage, []byte(`{"type":"hello"}`)); err != nil {
-					return
-				}
+				// Listed before the hello is written: once every client
+				// has its hello, every socket is in the list.
 				mu.Lock()
 				sockets = append(sockets, c.NetConn())
 				mu.Unlock()
+				_ = c.WriteMessage(websocket.TextMessage, []byte(`{"type":"hello"}`))
 			}))
 			b.Cleanup(srv.Close)
 			clients := startClients(b, "ws"+strings.TrimPrefix(srv.URL, "http"), n)
@@ -290,10 +291,16 @@ func BenchmarkLoopbackFloor(b *testing.B) {
 				frame = []byte{0x81, byte(len(payload))}
 			}
 			frame = append(frame, payload...)
+			mu.Lock()
+			conns := slices.Clone(sockets)
+			mu.Unlock()
+			if len(conns) != n {
+				b.Fatalf("%d sockets, want %d", len(conns), n)
+			}
 			alerts := 0
 			cpu := startCPU()
 			for b.Loop() {
-				for _, c := range sockets {
+				for _, c := range conns {
 					if _, err := c.Write(frame); err != nil {
 						b.Fatal(err)
 					}
