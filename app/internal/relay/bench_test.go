@@ -254,10 +254,10 @@ func BenchmarkFanOut(b *testing.B) {
 }
 
 // BenchmarkLoopbackFloor is the same fan-out without the relay: one
-// goroutine writes a ready-made alert frame to each of n sockets in turn, no
-// queues, no per-connection goroutines, no deadlines. It shows what the
-// kernel's loopback TCP (and the client process) cost on this machine, the
-// floor under BenchmarkFanOut.
+// goroutine per core writes a ready-made alert frame to its share of the n
+// sockets; no queues, no per-connection goroutines, no deadlines. It shows
+// what the kernel's loopback TCP (and the client process) cost on this
+// machine, the floor under BenchmarkFanOut.
 func BenchmarkLoopbackFloor(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
@@ -299,12 +299,20 @@ func BenchmarkLoopbackFloor(b *testing.B) {
 			}
 			alerts := 0
 			cpu := startCPU()
+			// One writer per core, each with its share of the sockets:
+			// as parallel as the relay's writers, without their queues,
+			// wake-ups and deadlines.
+			procs := runtime.GOMAXPROCS(0)
 			for b.Loop() {
-				for _, c := range conns {
-					if _, err := c.Write(frame); err != nil {
-						b.Fatal(err)
-					}
+				var wg sync.WaitGroup
+				for p := range procs {
+					wg.Go(func() {
+						for i := p; i < len(conns); i += procs {
+							_, _ = conns[i].Write(frame) // a lost frame stalls the round, which shows
+						}
+					})
 				}
+				wg.Wait()
 				clients.round(b)
 				alerts++
 			}

@@ -290,7 +290,7 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.log.Debug("client connected", "remote", c.remote)
 	// Both pumps get their own goroutines and ServeHTTP returns: while the
 	// handler runs, net/http keeps the connection's request buffers (about
-	// 10 KiB) alive, which an idle WebSocket does not need.
+	// 11 KiB) alive, which an idle WebSocket does not need.
 	go c.writePump()
 	go func() {
 		c.readPump()
