@@ -82,10 +82,7 @@ func TestFanOut(t *testing.T) {
 		}
 	}
 	// The sender: the first alert, then the marker, nothing else.
-	var got []frame
-	for _, f := range seen {
-		got = append(got, f)
-	}
+	got := append([]frame(nil), seen...)
 	for len(got) < 2 {
 		got = append(got, read(t, sender))
 	}
