@@ -27,8 +27,10 @@ test: ## unit and integration tests; needs nothing but Go
 e2e: ## several relay processes on Google's Pub/Sub emulator, real clients, Chromium
 	$(GO) test -tags e2e -count=1 -timeout 20m -v ./e2e/...
 
+# COUNT=5 repeats each benchmark, for medians as in docs/performance.md.
+COUNT ?= 1
 bench: ## hub fan-out and per-connection memory (figures in docs/performance.md)
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 20x ./app/internal/relay/
+	$(GO) test -run '^$$' -bench . -count=$(COUNT) -timeout 20m ./app/internal/relay/
 
 lint: ## gofmt, go vet, staticcheck and actionlint, all pinned
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
