@@ -183,8 +183,19 @@ func (c *wsClient) snapshot() ([]frame, bool, <-chan struct{}) {
 // for which match is true. It gives up after timeout or when the connection
 // ends, with an error naming the client and what it waited for.
 func (c *wsClient) waitFrame(timeout time.Duration, what string, match func(frame) bool) (frame, error) {
+	return c.waitFrameFrom(0, timeout, what, match)
+}
+
+// mark returns how many frames were read so far, for waitFrameFrom.
+func (c *wsClient) mark() int {
+	frames, _, _ := c.snapshot()
+	return len(frames)
+}
+
+// waitFrameFrom is waitFrame that ignores the first from frames.
+func (c *wsClient) waitFrameFrom(from int, timeout time.Duration, what string, match func(frame) bool) (frame, error) {
 	deadline := time.After(timeout)
-	seen := 0
+	seen := from
 	for {
 		frames, done, changed := c.snapshot()
 		for _, f := range frames[seen:] {
@@ -311,3 +322,137 @@ func (c *wsClient) expectClose(t *testing.T, timeout time.Duration, code int, wh
 		t.Errorf("%s: want close %d (%s), got %d (%v)", c, code, why, got, c.closeError())
 	}
 }
+
+// follower is a Go client that behaves like the page: connected to one VM,
+// it reconnects when that VM goes away, trying each VM of its list in turn,
+// and keeps every frame it reads from any of them.
+type follower struct {
+	name string
+	vms  []*vm
+
+	mu      sync.Mutex
+	frames  []followed
+	closes  []string // how each connection ended, for messages
+	changed chan struct{}
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// followed is a frame and the VM it came from.
+type followed struct {
+	frame
+	from *vm
+}
+
+// follow starts a follower on vms[0], falling back to the others in order.
+// It stops when the test ends.
+func follow(t *testing.T, name string, vms ...*vm) *follower {
+	t.Helper()
+	f := &follower{name: name, vms: vms, changed: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	go f.loop()
+	t.Cleanup(func() {
+		close(f.stop)
+		<-f.done
+	})
+	return f
+}
+
+func (f *follower) loop() {
+	defer close(f.done)
+	idx, failures := 0, 0
+	for {
+		select {
+		case <-f.stop:
+			return
+		default:
+		}
+		v := f.vms[idx]
+		c, err := tryDial(v, f.name)
+		if err != nil {
+			f.note(nil, fmt.Sprintf("dial %s: %v", v.name, err))
+			idx = (idx + 1) % len(f.vms)
+			failures++
+			// Like the page: next candidate at once, back off once all failed.
+			wait := time.Duration(0)
+			if failures >= len(f.vms) {
+				wait = min(5*time.Second, 250*time.Millisecond<<min(failures-len(f.vms), 5))
+			}
+			select {
+			case <-f.stop:
+				return
+			case <-time.After(wait):
+			}
+			continue
+		}
+		failures = 0
+		seen := 0
+		for {
+			frames, ended, changed := c.snapshot()
+			for _, fr := range frames[seen:] {
+				f.note(&followed{frame: fr, from: v}, "")
+			}
+			seen = len(frames)
+			if ended {
+				code, _ := c.waitClosed(0)
+				f.note(nil, fmt.Sprintf("%s closed %d (%v)", v.name, code, c.closeError()))
+				break
+			}
+			select {
+			case <-changed:
+			case <-f.stop:
+				c.close()
+				return
+			}
+		}
+		c.close()
+		idx = (idx + 1) % len(f.vms)
+	}
+}
+
+// note records a frame or how a connection ended, and wakes waiters.
+func (f *follower) note(fr *followed, closed string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if fr != nil {
+		f.frames = append(f.frames, *fr)
+	}
+	if closed != "" {
+		f.closes = append(f.closes, closed)
+	}
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// wait returns the first frame so far or to come that matches, or fails
+// the test after timeout.
+func (f *follower) wait(t *testing.T, timeout time.Duration, what string, match func(followed) bool) followed {
+	t.Helper()
+	deadline := time.After(timeout)
+	seen := 0
+	for {
+		f.mu.Lock()
+		frames, changed, closes := f.frames, f.changed, slicesClone(f.closes)
+		f.mu.Unlock()
+		for _, fr := range frames[seen:] {
+			if match(fr) {
+				return fr
+			}
+		}
+		seen = len(frames)
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("follower %s: no %s within %s; connections so far ended: %v", f.name, what, timeout, closes)
+		}
+	}
+}
+
+// ended returns how each of its connections ended so far.
+func (f *follower) ended() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slicesClone(f.closes)
+}
+
+func slicesClone(s []string) []string { return append([]string(nil), s...) }

@@ -343,7 +343,7 @@ func (v *vm) kill() {
 	if cmd == nil {
 		return
 	}
-	fmt.Fprintf(v.log, "==== e2e: sending SIGKILL to %s ====\n", v.name)
+	fmt.Fprintf(v.log, "==== e2e: SIGKILL to %s (a crash, or the end of the test) ====\n", v.name)
 	_ = cmd.Process.Kill()
 	<-exited
 	v.mu.Lock()
@@ -366,7 +366,7 @@ func exitText(err error) string {
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return "killed by " + ws.Signal().String()
+			return "ended by signal " + ws.Signal().String()
 		}
 	}
 	return err.Error()
