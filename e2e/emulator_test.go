@@ -60,7 +60,7 @@ func startEmulator(ctx context.Context, logw io.Writer) (emulator, error) {
 	switch mode := os.Getenv(emulatorEnv); mode {
 	case "docker":
 		if err := dockerAnswers(ctx); err != nil {
-			return nil, fmt.Errorf("%s=docker: docker engine: %w\n%s", emulatorEnv, err, emulatorHelp)
+			return nil, fmt.Errorf("%s=docker: %w\n%s", emulatorEnv, err, emulatorHelp)
 		}
 		return startDockerEmulator(ctx, logw)
 	case "local":
@@ -78,7 +78,7 @@ func startEmulator(ctx context.Context, logw io.Writer) (emulator, error) {
 		if localErr == nil {
 			return startLocalEmulator(ctx, launcher, logw)
 		}
-		return nil, fmt.Errorf("docker engine: %v; local emulator: %v\n%s", dockerErr, localErr, emulatorHelp)
+		return nil, fmt.Errorf("%v; local emulator: %v\n%s", dockerErr, localErr, emulatorHelp)
 	default:
 		return nil, fmt.Errorf("%s=%q: want docker, local or nothing", emulatorEnv, mode)
 	}
@@ -89,10 +89,13 @@ func dockerAnswers(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	provider, err := testcontainers.NewDockerProvider()
-	if err != nil {
-		return err
+	if err == nil {
+		err = provider.Health(ctx)
 	}
-	return provider.Health(ctx)
+	if err != nil {
+		return fmt.Errorf("no Docker engine answers (%w)", err)
+	}
+	return nil
 }
 
 // waitEmulator waits until the emulator at host answers HTTP (its REST and
@@ -201,8 +204,11 @@ func (c *logConsumer) Accept(l testcontainers.Log) { _, _ = c.w.Write(l.Content)
 // PATH, in the SDK that the gcloud on PATH belongs to, or where Debian's
 // package puts it. It needs java too.
 func findLocalEmulator() (string, error) {
+	// The launcher runs $JAVA_HOME/bin/java, or java from PATH.
 	if _, err := exec.LookPath("java"); err != nil {
-		return "", errors.New("java not found on PATH")
+		if home := os.Getenv("JAVA_HOME"); home == "" || !isFile(filepath.Join(home, "bin", "java")) {
+			return "", errors.New("java not found (neither on PATH nor in $JAVA_HOME/bin)")
+		}
 	}
 	const rel = "platform/pubsub-emulator/bin/cloud-pubsub-emulator"
 	var candidates []string
@@ -217,7 +223,7 @@ func findLocalEmulator() (string, error) {
 	}
 	candidates = append(candidates, "/usr/lib/google-cloud-sdk/"+rel)
 	for _, c := range candidates {
-		if fi, err := os.Stat(c); err == nil && !fi.IsDir() {
+		if isFile(c) {
 			return c, nil
 		}
 	}
@@ -307,3 +313,8 @@ func (e *localEmulator) stopLocked() {
 }
 
 func (e *localEmulator) Close() error { return e.Stop(context.Background()) }
+
+func isFile(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && !fi.IsDir()
+}
