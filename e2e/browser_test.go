@@ -178,7 +178,8 @@ func (p *page) screenshot(t *testing.T, name string) {
 		return
 	}
 	path := filepath.Join(artifactsDir, name)
-	if err := os.MkdirAll(artifactsDir, 0o755); err == nil {
+	err = os.MkdirAll(artifactsDir, 0o755)
+	if err == nil {
 		err = os.WriteFile(path, png, 0o644)
 	}
 	if err != nil {

@@ -251,14 +251,6 @@ func isAlertText(text string) func(frame) bool {
 	return func(f frame) bool { return f.Type == "alert" && f.Text == text }
 }
 
-func isAck(nonce string) func(frame) bool {
-	return func(f frame) bool { return f.Type == "ack" && f.Nonce == nonce }
-}
-
-func isError(nonce string) func(frame) bool {
-	return func(f frame) bool { return f.Type == "error" && f.Nonce == nonce }
-}
-
 // ackOrError matches the answer to the alert with this nonce.
 func ackOrError(nonce string) func(frame) bool {
 	return func(f frame) bool { return (f.Type == "ack" || f.Type == "error") && f.Nonce == nonce }

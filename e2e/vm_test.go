@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -34,18 +33,10 @@ type cluster struct {
 	vms   []*vm
 }
 
-// clusterOption changes the VMs' environment before they start.
-type clusterOption func(env map[string]string)
-
-// withEnv sets one more variable for every VM.
-func withEnv(key, value string) clusterOption {
-	return func(env map[string]string) { env[key] = value }
-}
-
 // newCluster starts n VMs on a topic of this test's own and waits until
 // every one is ready (its subscription receiving). Everything stops when the
 // test ends; if it failed, the VMs' output is printed.
-func newCluster(t *testing.T, emu emulator, n int, opts ...clusterOption) *cluster {
+func newCluster(t *testing.T, emu emulator, n int) *cluster {
 	t.Helper()
 	bin := relayBinary(t)
 	c := &cluster{t: t, emu: emu, topic: topicFor(t)}
@@ -78,9 +69,6 @@ func newCluster(t *testing.T, emu emulator, n int, opts ...clusterOption) *clust
 			"PUBSUB_EMULATOR_HOST": emu.Host(),
 			"PUBSUB_TOPIC":         c.topic,
 			"ALLOWED_ORIGINS":      strings.Join(origins, ","),
-		}
-		for _, o := range opts {
-			o(v.env)
 		}
 	}
 	t.Cleanup(c.cleanup)
@@ -394,22 +382,4 @@ func (b *syncBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return bytes.Clone(b.buf.Bytes())
-}
-
-// eventually calls f until it returns nil or timeout passes, and returns
-// f's last error then. Arrival is eventual; tests never assert speed.
-func eventually(ctx context.Context, timeout time.Duration, f func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
 }
