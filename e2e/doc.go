@@ -19,9 +19,9 @@
 //     the alerts sent while it was down;
 //   - a crash (SIGKILL) leaves the other VMs working and the subscription
 //     behind with its expiration policy, and the restarted VM does not replay
-//     the backlog (after a crash the official emulator keeps feeding part of
-//     that subscription's messages to the dead process for minutes, so
-//     arrival at the restarted VM is reported there, not asserted: see
+//     the backlog (after a crash the official emulator keeps feeding part
+//     of that subscription's messages to the dead process for a minute and
+//     more, so arrival at the restarted VM is reported, not asserted: see
 //     rejoin in lifecycle_test.go);
 //   - clients whose VM goes away reconnect to another VM and keep receiving;
 //   - a broker outage makes alerts fail with "unavailable" and /readyz 503,
