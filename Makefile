@@ -37,6 +37,7 @@ lint: ## gofmt, go vet, staticcheck and actionlint, all pinned
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags e2e ./e2e/...
 	$(GO) run $(STATICCHECK) $(PKGS)
+	$(GO) run $(STATICCHECK) -tags e2e ./e2e/...
 	$(GO) run $(ACTIONLINT)
 
 build: ## the relay binary in bin/
