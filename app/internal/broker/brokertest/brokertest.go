@@ -157,30 +157,38 @@ func testReceiveMissing(t *testing.T, b broker.Broker) {
 	}
 }
 
-// testReceiveStopsOnCancel: cancelling ctx ends a running Receive with nil.
-func testReceiveStopsOnCancel(t *testing.T, b broker.Broker) {
-	name := createSubscription(t, b)
+// startRunning starts a Receive on name and returns once it has handled a
+// message, so it is demonstrably running; cancel stops it, done carries what
+// it returned.
+func startRunning(t *testing.T, b broker.Broker, name string) (cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	got := make(chan struct{}, 1)
-	done := make(chan error, 1)
+	errc := make(chan error, 1)
 	go func() {
-		done <- b.Receive(ctx, name, func([]byte) {
+		errc <- b.Receive(ctx, name, func([]byte) {
 			select {
 			case got <- struct{}{}:
 			default:
 			}
 		})
 	}()
-	// Wait until Receive is demonstrably running, then stop it.
 	publishAll(t, b, payloads("running", 1))
 	select {
 	case <-got:
-	case err := <-done:
+	case err := <-errc:
 		t.Fatalf("Receive returned early: %v", err)
 	case <-time.After(arrivalTimeout):
 		t.Fatalf("no message within %v", arrivalTimeout)
 	}
+	return cancel, errc
+}
+
+// testReceiveStopsOnCancel: cancelling ctx ends a running Receive with nil.
+func testReceiveStopsOnCancel(t *testing.T, b broker.Broker) {
+	name := createSubscription(t, b)
+	cancel, done := startRunning(t, b, name)
 	cancel()
 	select {
 	case err := <-done:
@@ -198,26 +206,7 @@ func testReceiveStopsOnCancel(t *testing.T, b broker.Broker) {
 // callers poll, reports it gone, and Receive never fails otherwise.
 func testReceiveAfterDelete(t *testing.T, b broker.Broker) {
 	name := createSubscription(t, b)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	got := make(chan struct{}, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- b.Receive(ctx, name, func([]byte) {
-			select {
-			case got <- struct{}{}:
-			default:
-			}
-		})
-	}()
-	publishAll(t, b, payloads("running", 1))
-	select {
-	case <-got:
-	case err := <-done:
-		t.Fatalf("Receive returned early: %v", err)
-	case <-time.After(arrivalTimeout):
-		t.Fatalf("no message within %v", arrivalTimeout)
-	}
+	cancel, done := startRunning(t, b, name)
 
 	if err := b.DeleteSubscription(ctxT(t), name); err != nil {
 		t.Fatalf("DeleteSubscription: %v", err)
