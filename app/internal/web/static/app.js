@@ -70,6 +70,7 @@
     switch (msg.type) {
       case "hello":
         failures = 0;
+        if (msg.limits && msg.limits.text) input.maxLength = msg.limits.text;
         vmEl.dataset.vm = msg.vm;
         vmEl.textContent = "Connected to VM " + msg.vm + " in " + msg.region;
         setStatus("open", "Connected");
