@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"golang.org/x/time/rate"
 )
@@ -144,6 +143,3 @@ func randomID() string {
 	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
 	return hex.EncodeToString(b)
 }
-
-// shutdownBudget fits inside kill_timeout = 10s in fly.toml.
-const shutdownBudget = 8 * time.Second

@@ -95,8 +95,7 @@ func serverConfig(cfg config, vm, region string, origins []string, log *slog.Log
 			RateLimit:      cfg.RateLimit,
 			RateBurst:      cfg.RateBurst,
 		},
-		ShutdownTimeout: shutdownBudget,
-		Logger:          log,
+		Logger: log,
 	}
 }
 

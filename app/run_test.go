@@ -339,7 +339,7 @@ func TestThreeVMsBroadcastExactlyOnce(t *testing.T) {
 		}
 		want[ack.ID] = true
 	}
-	for i, cs := range clients {
+	for _, cs := range clients {
 		for _, c := range cs {
 			got := expectAlerts(t, c, want)
 			for id, f := range got {
@@ -350,7 +350,6 @@ func TestThreeVMsBroadcastExactlyOnce(t *testing.T) {
 					t.Errorf("%s: sent_at %q: %v", c.name, f.SentAt, err)
 				}
 			}
-			_ = i
 		}
 	}
 

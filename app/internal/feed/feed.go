@@ -73,9 +73,6 @@ func New(sub Subscriber, cfg Config, handle func(data []byte)) *Feed {
 // Ready reports whether the subscription is receiving right now.
 func (f *Feed) Ready() bool { return f.ready.Load() }
 
-// Name is the subscription's name.
-func (f *Feed) Name() string { return f.cfg.Name }
-
 // Run creates the subscription afresh and receives from it until ctx is
 // done, recovering on its own from a vanished subscription or an unreachable
 // broker. It returns nil once receiving has stopped after ctx is done; it

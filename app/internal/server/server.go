@@ -44,7 +44,6 @@ type Config struct {
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
-	broker   broker.Broker
 	relay    *relay.Relay
 	feed     *feed.Feed
 	registry *prometheus.Registry
@@ -82,14 +81,15 @@ func New(cfg Config, b broker.Broker) *Server {
 	fcfg.Logger = log
 	f := feed.New(b, fcfg, r.Deliver)
 
-	return &Server{cfg: cfg, log: log, broker: b, relay: r, feed: f, registry: reg}
+	return &Server{cfg: cfg, log: log, relay: r, feed: f, registry: reg}
 }
 
 // Handler lists every route.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /{$}", web.Handler())
-	mux.Handle("GET /static/", web.Handler())
+	page := web.Handler()
+	mux.Handle("GET /{$}", page)
+	mux.Handle("GET /static/", page)
 	mux.Handle("GET /ws", s.relay)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeStatus(w, http.StatusOK, "ok")
