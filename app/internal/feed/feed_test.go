@@ -139,13 +139,15 @@ func TestVanishedSubscriptionIsRecreated(t *testing.T) {
 // network partition or a stopped emulator would.
 type flaky struct {
 	*mempubsub.Broker
-	down atomic.Bool
+	down     atomic.Bool
+	refusals atomic.Int32 // calls refused while down
 }
 
 var errDown = errors.New("broker unreachable")
 
 func (f *flaky) CheckSubscription(ctx context.Context, name string) error {
 	if f.down.Load() {
+		f.refusals.Add(1)
 		return errDown
 	}
 	return f.Broker.CheckSubscription(ctx, name)
@@ -153,6 +155,7 @@ func (f *flaky) CheckSubscription(ctx context.Context, name string) error {
 
 func (f *flaky) CreateSubscription(ctx context.Context, name string) error {
 	if f.down.Load() {
+		f.refusals.Add(1)
 		return errDown
 	}
 	return f.Broker.CreateSubscription(ctx, name)
@@ -184,8 +187,8 @@ func TestBrokerDownAtBootIsRetried(t *testing.T) {
 	b.down.Store(true)
 	f := feed.New(b, fastConfig("ID_vm1"), func([]byte) {})
 	start(t, f)
-	// Give the feed a few failed attempts before the broker comes back.
-	time.Sleep(30 * time.Millisecond)
+	// Let the feed fail a few times before the broker comes back.
+	eventually(t, "the feed retried while the broker was down", func() bool { return b.refusals.Load() >= 3 })
 	if f.Ready() {
 		t.Fatal("ready while the broker is unreachable")
 	}
