@@ -13,7 +13,7 @@ BIN         := bin/skywatch
 .PHONY: help run dev test e2e bench lint build docker clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 run: ## one relay on :8080 with the embedded broker (open http://localhost:8080)
 	$(GO) run ./app
@@ -30,7 +30,7 @@ e2e: ## several relay processes on Google's Pub/Sub emulator, real clients, Chro
 # COUNT=5 repeats each benchmark, for medians as in docs/performance.md.
 COUNT ?= 1
 bench: ## hub fan-out and per-connection memory (figures in docs/performance.md)
-	$(GO) test -run '^$$' -bench . -count=$(COUNT) -timeout 20m ./app/internal/relay/
+	$(GO) test -run '^$$' -bench . -count=$(COUNT) -timeout 20m ./internal/hub/
 
 lint: ## gofmt, go vet, staticcheck and actionlint, all pinned
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

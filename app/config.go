@@ -9,33 +9,37 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/skywatch-dev/skywatch/internal/hub"
+	"github.com/skywatch-dev/skywatch/internal/names"
 )
 
 // config is everything the relay reads from its environment.
 type config struct {
-	Port          string
-	AllocID       string
-	Region        string
-	Project       string
-	EmulatorHost  string
-	Topic         string
-	SubPrefix     string
-	Credentials   []byte // service-account key JSON; never logged
-	AllowedOrigin []string
-	RateLimit     rate.Limit
-	RateBurst     int
-	LogFormat     string
+	Port           string
+	AllocID        string
+	Region         string
+	Project        string
+	EmulatorHost   string
+	Topic          string
+	SubPrefix      string
+	Credentials    []byte // service-account key JSON; never logged
+	AllowedOrigins []string
+	RateLimit      rate.Limit
+	RateBurst      int
+	// PublishTimeout bounds one publish, in the hub and in the Pub/Sub
+	// client alike (which needs it up front).
+	PublishTimeout time.Duration
+	LogFormat      string
 
 	allocGenerated bool
 }
 
-const (
-	defaultTopic   = "ALIEN_NOTIFICATIONS"
-	defaultPrefix  = "ID_"
-	defaultProject = "skywatch-local"
-)
+// defaultProject names the project on an emulator, which accepts any.
+const defaultProject = "skywatch-local"
 
 // loadConfig reads the environment through getenv. Unset values get their
 // documented defaults; values that are set but wrong are errors, because
@@ -43,18 +47,20 @@ const (
 // one that will not start.
 func loadConfig(getenv func(string) string) (config, error) {
 	c := config{
-		Port:         or(getenv("PORT"), "8080"),
-		AllocID:      getenv("FLY_ALLOC_ID"),
-		Region:       or(getenv("FLY_REGION"), "local"),
-		Project:      getenv("GOOGLE_CLOUD_PROJECT"),
-		EmulatorHost: getenv("PUBSUB_EMULATOR_HOST"),
-		Topic:        or(getenv("PUBSUB_TOPIC"), defaultTopic),
-		SubPrefix:    or(getenv("PUBSUB_SUBSCRIPTION_PREFIX"), defaultPrefix),
-		LogFormat:    or(getenv("LOG_FORMAT"), "text"),
+		Port:         or(getenv(names.EnvPort), "8080"),
+		AllocID:      getenv(names.EnvAllocID),
+		Region:       or(getenv(names.EnvRegion), hub.DefaultRegion),
+		Project:      getenv(names.EnvProject),
+		EmulatorHost: getenv(names.EnvEmulatorHost),
+		Topic:        or(getenv(names.EnvTopic), names.DefaultTopic),
+		SubPrefix:    or(getenv(names.EnvSubscriptionPrefix), names.DefaultSubscriptionPrefix),
+		LogFormat:    or(getenv(names.EnvLogFormat), "text"),
+
+		PublishTimeout: hub.DefaultPublishTimeout,
 	}
 	var errs []error
 	if p, err := strconv.Atoi(c.Port); err != nil || p < 0 || p > 65535 {
-		errs = append(errs, fmt.Errorf("PORT %q: want a port number", c.Port))
+		errs = append(errs, fmt.Errorf("%s %q: want a port number", names.EnvPort, c.Port))
 	}
 	if c.AllocID == "" {
 		c.AllocID = randomID()
@@ -63,34 +69,34 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.EmulatorHost != "" && c.Project == "" {
 		c.Project = defaultProject
 	}
-	if key := getenv("GCP_SERVICE_ACCOUNT_KEY"); key != "" {
+	if key := getenv(names.EnvServiceAccountKey); key != "" {
 		creds, err := decodeKey(key)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("GCP_SERVICE_ACCOUNT_KEY: %w", err))
+			errs = append(errs, fmt.Errorf("%s: %w", names.EnvServiceAccountKey, err))
 		}
 		c.Credentials = creds
 	}
-	for _, o := range strings.Split(getenv("ALLOWED_ORIGINS"), ",") {
+	for _, o := range strings.Split(getenv(names.EnvAllowedOrigins), ",") {
 		if o = strings.TrimSpace(o); o != "" {
-			c.AllowedOrigin = append(c.AllowedOrigin, strings.TrimRight(o, "/"))
+			c.AllowedOrigins = append(c.AllowedOrigins, strings.TrimRight(o, "/"))
 		}
 	}
-	if v := getenv("ALERT_RATE"); v != "" {
+	if v := getenv(names.EnvAlertRate); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f <= 0 {
-			errs = append(errs, fmt.Errorf("ALERT_RATE %q: want alerts per second > 0", v))
+			errs = append(errs, fmt.Errorf("%s %q: want alerts per second > 0", names.EnvAlertRate, v))
 		}
 		c.RateLimit = rate.Limit(f)
 	}
-	if v := getenv("ALERT_BURST"); v != "" {
+	if v := getenv(names.EnvAlertBurst); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
-			errs = append(errs, fmt.Errorf("ALERT_BURST %q: want an integer >= 1", v))
+			errs = append(errs, fmt.Errorf("%s %q: want an integer >= 1", names.EnvAlertBurst, v))
 		}
 		c.RateBurst = n
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
-		errs = append(errs, fmt.Errorf("LOG_FORMAT %q: want text or json", c.LogFormat))
+		errs = append(errs, fmt.Errorf("%s %q: want text or json", names.EnvLogFormat, c.LogFormat))
 	}
 	return c, errors.Join(errs...)
 }

@@ -61,8 +61,8 @@ func TestConfigValues(t *testing.T) {
 	if c.Port != "9000" || c.AllocID != "abc" || c.allocGenerated || c.Region != "ams" || c.Topic != "T" {
 		t.Errorf("values: %+v", c)
 	}
-	if strings.Join(c.AllowedOrigin, "|") != "https://a.example|https://b.example" {
-		t.Errorf("origins = %q", c.AllowedOrigin)
+	if strings.Join(c.AllowedOrigins, "|") != "https://a.example|https://b.example" {
+		t.Errorf("origins = %q", c.AllowedOrigins)
 	}
 	if c.RateLimit != rate.Limit(2.5) || c.RateBurst != 4 || c.LogFormat != "json" {
 		t.Errorf("rate %v burst %d log %s", c.RateLimit, c.RateBurst, c.LogFormat)

@@ -11,14 +11,24 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
-	"github.com/skywatch-dev/skywatch/app/internal/broker"
-	"github.com/skywatch-dev/skywatch/app/internal/broker/gcppubsub"
-	"github.com/skywatch-dev/skywatch/app/internal/broker/mempubsub"
-	"github.com/skywatch-dev/skywatch/app/internal/feed"
-	"github.com/skywatch-dev/skywatch/app/internal/relay"
-	"github.com/skywatch-dev/skywatch/app/internal/server"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/skywatch-dev/skywatch/internal/broker"
+	"github.com/skywatch-dev/skywatch/internal/broker/gcppubsub"
+	"github.com/skywatch-dev/skywatch/internal/broker/mempubsub"
+	"github.com/skywatch-dev/skywatch/internal/feed"
+	"github.com/skywatch-dev/skywatch/internal/hub"
+	"github.com/skywatch-dev/skywatch/internal/names"
+	"github.com/skywatch-dev/skywatch/internal/server"
 )
+
+// shutdownBudget is the whole time an ordered shutdown may take, set here
+// once and passed down as one context. Fly's kill_timeout in fly.toml is
+// 10 s, after which it sends SIGKILL; 8 s leaves the process time to exit.
+const shutdownBudget = 8 * time.Second
 
 // run is the relay's whole life: read configuration, open the broker,
 // listen, serve until ctx is done, shut down in order. It returns nil after
@@ -43,7 +53,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 
 	if cfg.allocGenerated {
-		log.Info("FLY_ALLOC_ID not set; using a random VM id", "vm", cfg.AllocID)
+		log.Info(names.EnvAllocID+" not set; using a random VM id", "vm", cfg.AllocID)
 	}
 	b, closeBroker, err := openBroker(ctx, cfg, log)
 	if err != nil {
@@ -55,8 +65,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := server.New(serverConfig(cfg, cfg.AllocID, cfg.Region, cfg.AllowedOrigin, log), b)
-	return srv.Serve(ctx, ln)
+	srv := newRelay(cfg, relayID{VM: cfg.AllocID, Region: cfg.Region, Origins: cfg.AllowedOrigins}, b, log)
+	return serve(ctx, []*server.Server{srv}, []net.Listener{ln})
+}
+
+// serve runs every server until ctx is done, then shuts them all down
+// within one budget.
+func serve(ctx context.Context, srvs []*server.Server, lns []net.Listener) error {
+	errs := make([]error, len(srvs))
+	var wg sync.WaitGroup
+	for i, srv := range srvs {
+		wg.Go(func() { errs[i] = srv.Serve(ctx, lns[i]) })
+	}
+	wg.Wait()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownBudget)
+	defer cancel()
+	for i, srv := range srvs {
+		wg.Go(func() { errs[i] = errors.Join(errs[i], srv.Shutdown(sctx)) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // openBroker picks the broker the configuration asks for: an emulator, Google
@@ -72,6 +100,7 @@ func openBroker(ctx context.Context, cfg config, log *slog.Logger) (broker.Broke
 			TopicID:         cfg.Topic,
 			EmulatorHost:    cfg.EmulatorHost,
 			CredentialsJSON: cfg.Credentials,
+			PublishTimeout:  cfg.PublishTimeout,
 		})
 		if err != nil {
 			return nil, nil, fmt.Errorf("pubsub: %w", err)
@@ -85,18 +114,38 @@ func openBroker(ctx context.Context, cfg config, log *slog.Logger) (broker.Broke
 	}
 }
 
-func serverConfig(cfg config, vm, region string, origins []string, log *slog.Logger) server.Config {
-	return server.Config{
-		Subscription: feed.SubscriptionName(cfg.SubPrefix, vm),
-		Relay: relay.Config{
-			VM:             vm,
-			Region:         region,
-			AllowedOrigins: origins,
-			RateLimit:      cfg.RateLimit,
-			RateBurst:      cfg.RateBurst,
-		},
+// relayID is what sets one relay apart from the others on a broker.
+type relayID struct {
+	VM, Region string
+	Origins    []string // browser origins allowed to connect
+}
+
+// newRelay builds one relay's parts, each once and with its final
+// configuration: its metrics registry, hub, feed and server.
+func newRelay(cfg config, id relayID, b broker.Broker, log *slog.Logger) *server.Server {
+	log = log.With("vm", id.VM, "region", id.Region)
+	// A registry per relay, not the global one: `make dev` runs three relays
+	// in one process and each must report its own figures.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	h := hub.New(hub.Config{
+		VM:             id.VM,
+		Region:         id.Region,
+		AllowedOrigins: id.Origins,
+		RateLimit:      cfg.RateLimit,
+		RateBurst:      cfg.RateBurst,
+		PublishTimeout: cfg.PublishTimeout,
+		Logger:         log,
+		Registerer:     reg,
+	}, b)
+	f := feed.New(b, feed.Config{
+		Name:   names.Subscription(cfg.SubPrefix, id.VM),
 		Logger: log,
-	}
+	}, h.Deliver)
+	return server.New(server.Config{Hub: h, Feed: f, Metrics: reg, Logger: log})
 }
 
 // runDev runs three relays ("VMs") on one embedded broker in one process,
@@ -129,12 +178,10 @@ func runDev(ctx context.Context, cfg config, log *slog.Logger, ports string) err
 
 	b := mempubsub.New(mempubsub.Config{})
 	log.Info("dev mode: relays on one embedded broker", "relays", len(lns))
-	var wg sync.WaitGroup
-	errs := make([]error, len(lns))
+	srvs := make([]*server.Server, len(lns))
 	for i, ln := range lns {
-		vm := fmt.Sprintf("dev-%d", i+1)
-		region := regions[i%len(regions)]
-		srv := server.New(serverConfig(cfg, vm, region, origins, log), b)
+		id := relayID{VM: fmt.Sprintf("dev-%d", i+1), Region: regions[i%len(regions)], Origins: origins}
+		srvs[i] = newRelay(cfg, id, b, log)
 		port := ln.Addr().(*net.TCPAddr).Port
 		others := make([]string, 0, len(sockets)-1)
 		for j, s := range sockets {
@@ -142,11 +189,9 @@ func runDev(ctx context.Context, cfg config, log *slog.Logger, ports string) err
 				others = append(others, s)
 			}
 		}
-		log.Info("open in a browser", "vm", vm, "url", fmt.Sprintf("http://localhost:%d/?relays=%s", port, strings.Join(others, ",")))
-		wg.Go(func() { errs[i] = srv.Serve(ctx, ln) })
+		log.Info("open in a browser", "vm", id.VM, "url", fmt.Sprintf("http://localhost:%d/?relays=%s", port, strings.Join(others, ",")))
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return serve(ctx, srvs, lns)
 }
 
 func newLogger(w io.Writer, format string) *slog.Logger {

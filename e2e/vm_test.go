@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/skywatch-dev/skywatch/internal/names"
 	"io"
 	"net/http"
 	"os"
@@ -62,13 +63,13 @@ func newCluster(t *testing.T, emu emulator, n int) *cluster {
 	}
 	for _, v := range c.vms {
 		v.env = map[string]string{
-			"PORT":                 strconv.Itoa(v.port),
-			"FLY_ALLOC_ID":         v.alloc,
-			"FLY_REGION":           v.region,
-			"GOOGLE_CLOUD_PROJECT": projectID,
-			"PUBSUB_EMULATOR_HOST": emu.Host(),
-			"PUBSUB_TOPIC":         c.topic,
-			"ALLOWED_ORIGINS":      strings.Join(origins, ","),
+			names.EnvPort:           strconv.Itoa(v.port),
+			names.EnvAllocID:        v.alloc,
+			names.EnvRegion:         v.region,
+			names.EnvProject:        projectID,
+			names.EnvEmulatorHost:   emu.Host(),
+			names.EnvTopic:          c.topic,
+			names.EnvAllowedOrigins: strings.Join(origins, ","),
 		}
 	}
 	t.Cleanup(c.cleanup)
@@ -144,7 +145,9 @@ func (v *vm) url(p string) string { return v.origin() + p }
 func (v *vm) wsURL() string       { return "ws://127.0.0.1:" + strconv.Itoa(v.port) + "/ws" }
 
 // subscription is the name the relay must give its subscription.
-func (v *vm) subscription() string { return "ID_" + v.alloc }
+func (v *vm) subscription() string {
+	return names.Subscription(names.DefaultSubscriptionPrefix, v.alloc)
+}
 
 // start runs the relay and waits until /healthz answers 200.
 func (v *vm) start(t *testing.T) {

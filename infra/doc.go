@@ -14,7 +14,7 @@
 //     secret GCP_SERVICE_ACCOUNT_KEY through `flyctl secrets import` on
 //     stdin, so the key never reaches a file, an argument or a log.
 //
-// main.go reads stack config and exports outputs; relay.go builds the
+// main.go reads stack config and exports outputs; access.go builds the
 // resources as the RelayAccess component so tests can drive it with
 // Pulumi's mock engine.
 package main

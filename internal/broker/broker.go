@@ -1,0 +1,72 @@
+// Package broker defines the small message-bus interface the relay's wiring
+// needs: one topic that every VM publishes to, and one subscription per VM.
+//
+// Implementations live in subpackages: mempubsub (the embedded in-memory
+// default for `make run` and `make dev`) and gcppubsub (Google Cloud Pub/Sub
+// and its emulators). brokertest holds the conformance suite every
+// implementation runs, so they behave alike.
+package broker
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrNotFound reports that a subscription does not exist (never made, deleted,
+// expired, or lost when an emulator restarted). Implementations wrap it, so
+// test with errors.Is.
+var ErrNotFound = errors.New("subscription not found")
+
+// Broker is a topic with named subscriptions on it. Every subscription gets
+// every message published after it was created (fan-out, like Pub/Sub).
+// Delivery is at least once: a message may arrive more than once.
+//
+// All methods are safe for concurrent use.
+type Broker interface {
+	Publisher
+	Subscriber
+}
+
+// Publisher is the half of a Broker the hub uses.
+type Publisher interface {
+	// Publish sends data to the topic and returns once the broker has
+	// accepted it. It gives up when ctx is done and returns an error; a
+	// message whose Publish returned an error should not be delivered later.
+	// data must not be empty (Pub/Sub refuses empty messages); the caller
+	// may reuse it once Publish returns.
+	Publish(ctx context.Context, data []byte) error
+}
+
+// Subscriber is the half of a Broker the feed uses: one VM's subscription.
+type Subscriber interface {
+	// CreateSubscription makes the named subscription on the topic. It
+	// receives only what is published after CreateSubscription returns: if a
+	// subscription by that name already exists (left by a crash), its backlog
+	// is dropped, so a restarted VM never replays stale messages. Call it
+	// before Receive: a Receive already running on that name may end with
+	// ErrNotFound (Pub/Sub deletes and recreates it) or carry on.
+	//
+	// name is an ID, not a full resource name; for Pub/Sub it must start
+	// with a letter and be 3 to 255 characters of letters, digits and
+	// - _ . ~ + %.
+	CreateSubscription(ctx context.Context, name string) error
+
+	// CheckSubscription returns nil if the subscription exists and the broker
+	// answers, an error wrapping ErrNotFound if it does not exist, and another
+	// error if the broker cannot be reached. It returns within ctx's deadline.
+	CheckSubscription(ctx context.Context, name string) error
+
+	// Receive calls handle for each message on the subscription until ctx is
+	// done, then returns nil. It returns an error wrapping ErrNotFound if the
+	// subscription does not exist (some implementations only notice at start;
+	// callers poll CheckSubscription to find one that vanishes later), and
+	// another error if receiving fails for good. handle may be called from
+	// several goroutines at once; a message is acknowledged after handle
+	// returns. handle must not modify data, which may be shared with
+	// other subscriptions.
+	Receive(ctx context.Context, name string, handle func(data []byte)) error
+
+	// DeleteSubscription removes the subscription. Deleting one that does not
+	// exist is not an error.
+	DeleteSubscription(ctx context.Context, name string) error
+}

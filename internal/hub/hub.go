@@ -1,0 +1,431 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"github.com/skywatch-dev/skywatch/internal/protocol"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+)
+
+// Publisher is what the relay needs to send an alert to every VM (the broker
+// satisfies it). Publish returns once the alert is accepted, or an error when
+// ctx is done or the broker refuses it.
+type Publisher interface {
+	Publish(ctx context.Context, data []byte) error
+}
+
+// Config configures a Hub. Zero values mean the defaults below, filled in by
+// New.
+type Config struct {
+	// VM and Region name this relay in hello frames and in the origin of the
+	// alerts its clients send (on Fly.io: FLY_ALLOC_ID and FLY_REGION).
+	// Default "local".
+	VM, Region string
+
+	// AllowedOrigins lists the browser origins that may connect, as
+	// "https://host[:port]" (compared with the protocol.Origin header) or a bare
+	// "host[:port]" (compared with its host). Empty allows only the same host
+	// as the request (Origin's host equals Host, gorilla's default); "*"
+	// allows any origin. Requests without an protocol.Origin header (not browsers)
+	// are always allowed: the check protects browsers' cookies and
+	// credentials from other sites, which non-browsers do not carry.
+	AllowedOrigins []string
+
+	// ReadLimit is the largest client frame in bytes; a larger one closes
+	// the connection with 1009. Default 4096: a 280-character text in which
+	// every character is \u-escaped as a surrogate pair (3360 bytes) plus a
+	// 64-character ASCII nonce and the keys still fit.
+	ReadLimit int64
+
+	// QueueSize is each client's send queue, in frames. A client whose queue
+	// is full when an alert arrives is closed as too slow. Default 64.
+	QueueSize int
+
+	// RateLimit and RateBurst are each connection's token bucket for alerts
+	// (alerts per second, bucket size). Defaults 5 and 10.
+	RateLimit rate.Limit
+	RateBurst int
+
+	// PublishTimeout bounds one Publish, so a sender hears `unavailable`
+	// within seconds when the broker is down. Default 5s.
+	PublishTimeout time.Duration
+
+	// WriteWait bounds every write to a client. Default 10s.
+	WriteWait time.Duration
+	// PongWait is how long a client may stay silent (no frame, no pong)
+	// before it is dropped. The server pings every PongWait*9/10, so a live
+	// client always answers in time. Default 30s: pings every 27s keep the
+	// connection busy well inside Fly's proxy idle timeout (60s).
+	PongWait time.Duration
+
+	// DedupSize is how many recent alert ids are remembered to drop the
+	// broker's redeliveries. Default 10000 (about 1 MB).
+	DedupSize int
+
+	// Logger receives one line per event. Default: discard.
+	Logger *slog.Logger
+
+	// Registerer is where the skywatch_* metrics are registered. Nil keeps
+	// them in a private registry.
+	Registerer prometheus.Registerer
+}
+
+// Defaults.
+const (
+	DefaultVM             = "local"
+	DefaultRegion         = "local"
+	DefaultReadLimit      = 4096
+	DefaultQueueSize      = 64
+	DefaultRateLimit      = rate.Limit(5)
+	DefaultRateBurst      = 10
+	DefaultPublishTimeout = 5 * time.Second
+	DefaultWriteWait      = 10 * time.Second
+	DefaultPongWait       = 30 * time.Second
+	DefaultDedupSize      = 10000
+)
+
+// closeGrace is how long the server waits for a client to answer its close
+// frame before dropping the TCP connection. Closing while the client's frames
+// are still unread makes the kernel send a reset, which can destroy the close
+// frame before the client reads it; a short wait lets the handshake finish.
+const closeGrace = time.Second
+
+// Buffer sizes for gorilla. Client frames are at most ReadLimit bytes and
+// most are far smaller; 1 KiB read buffers (frames larger than the buffer
+// still work) and pooled write buffers (held only while writing) keep an
+// idle connection small. Broadcasts are prepared messages and bypass the
+// write buffer altogether.
+const (
+	readBufferSize  = 1024
+	writeBufferSize = 1024
+)
+
+func (c *Config) setDefaults() {
+	if c.VM == "" {
+		c.VM = DefaultVM
+	}
+	if c.Region == "" {
+		c.Region = DefaultRegion
+	}
+	if c.ReadLimit <= 0 {
+		c.ReadLimit = DefaultReadLimit
+	}
+	if c.QueueSize <= 0 {
+		c.QueueSize = DefaultQueueSize
+	}
+	if c.RateLimit <= 0 {
+		c.RateLimit = DefaultRateLimit
+	}
+	if c.RateBurst <= 0 {
+		c.RateBurst = DefaultRateBurst
+	}
+	if c.PublishTimeout <= 0 {
+		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.WriteWait <= 0 {
+		c.WriteWait = DefaultWriteWait
+	}
+	if c.PongWait <= 0 {
+		c.PongWait = DefaultPongWait
+	}
+	if c.DedupSize <= 0 {
+		c.DedupSize = DefaultDedupSize
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Hub is the fan-out of one VM. It is an http.Handler for the WebSocket
+// endpoint. All methods are safe for concurrent use.
+type Hub struct {
+	cfg        Config
+	pub        Publisher
+	log        *slog.Logger
+	m          *metrics
+	upgrader   websocket.Upgrader
+	hello      *websocket.PreparedMessage
+	pingPeriod time.Duration
+	dedup      *dedup
+
+	// ctx bounds publishes; it is cancelled when Close returns.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.RWMutex
+	clients map[*client]struct{}
+	closing bool
+	// wg counts registered connections and in-flight publishes, so Close
+	// can wait for both.
+	wg sync.WaitGroup
+}
+
+// New returns a Hub that publishes its clients' alerts with pub. It panics
+// if pub is nil: a relay that cannot publish is a wiring bug.
+func New(cfg Config, pub Publisher) *Hub {
+	if pub == nil {
+		panic("relay: New with a nil Publisher")
+	}
+	cfg.setDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &Hub{
+		cfg:    cfg,
+		pub:    pub,
+		log:    cfg.Logger,
+		m:      newMetrics(cfg.Registerer),
+		dedup:  newDedup(cfg.DedupSize),
+		ctx:    ctx,
+		cancel: cancel,
+		// Ping a little before the client's deadline runs out, so that a
+		// pong has time to come back.
+		pingPeriod: cfg.PongWait * 9 / 10,
+		clients:    make(map[*client]struct{}),
+	}
+	h.upgrader = websocket.Upgrader{
+		ReadBufferSize:  readBufferSize,
+		WriteBufferSize: writeBufferSize,
+		WriteBufferPool: &sync.Pool{},
+		CheckOrigin:     h.checkOrigin,
+	}
+	h.cfg.AllowedOrigins = make([]string, 0, len(cfg.AllowedOrigins))
+	for _, o := range cfg.AllowedOrigins {
+		h.cfg.AllowedOrigins = append(h.cfg.AllowedOrigins, strings.TrimSuffix(strings.TrimSpace(o), "/"))
+	}
+
+	hello := protocol.Hello{
+		Type:     protocol.TypeHello,
+		VM:       cfg.VM,
+		Region:   cfg.Region,
+		Protocol: protocol.Version,
+		Limits: protocol.Limits{
+			Text:  protocol.MaxTextRunes,
+			Nonce: protocol.MaxNonceRunes,
+			Frame: cfg.ReadLimit,
+			Burst: cfg.RateBurst,
+		},
+		PingIntervalMS: h.pingPeriod.Milliseconds(),
+	}
+	if lim := float64(cfg.RateLimit); !math.IsInf(lim, 1) {
+		hello.Limits.Rate = &lim
+	}
+	h.hello = prepare(hello)
+	return h
+}
+
+// prepare encodes v once for any number of connections.
+func prepare(v any) *websocket.PreparedMessage {
+	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, protocol.Encode(v))
+	if err != nil {
+		// Text messages without compression are only framed, never
+		// transformed: this cannot fail.
+		panic(fmt.Sprintf("hub: prepare %T: %v", v, err))
+	}
+	return pm
+}
+
+// checkOrigin implements Config.AllowedOrigins.
+func (h *Hub) checkOrigin(req *http.Request) bool {
+	origin := req.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	if len(h.cfg.AllowedOrigins) == 0 {
+		return strings.EqualFold(u.Host, req.Host)
+	}
+	for _, allowed := range h.cfg.AllowedOrigins {
+		switch {
+		case allowed == "*",
+			strings.EqualFold(allowed, origin),
+			!strings.Contains(allowed, "://") && strings.EqualFold(allowed, u.Host):
+			return true
+		}
+	}
+	return false
+}
+
+// ServeHTTP upgrades the request to a WebSocket and serves the client until
+// it goes away. While the relay is closing it answers 503.
+func (h *Hub) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if h.isClosing() {
+		h.m.rejected.Inc()
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "relay is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	conn, err := h.upgrader.Upgrade(w, req, nil)
+	if err != nil {
+		// The upgrader has answered with an HTTP error (403 for a foreign
+		// origin, 400 for a bad handshake).
+		h.log.Info("upgrade refused", "remote", req.RemoteAddr, "origin", req.Header.Get("Origin"), "err", err)
+		return
+	}
+	c := newClient(h, conn, req.RemoteAddr)
+	// Queued before the client is visible to Deliver, so hello is always
+	// the first frame; the queue is empty, so this never blocks.
+	c.send <- h.hello
+	if !h.register(c) {
+		// Close began between the check above and now.
+		h.m.rejected.Inc()
+		_ = conn.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(protocol.CloseRestart, protocol.CloseRestartReason), time.Now().Add(h.cfg.WriteWait))
+		_ = conn.Close()
+		return
+	}
+	h.log.Debug("client connected", "remote", c.remote)
+	// Both pumps get their own goroutines and ServeHTTP returns: while the
+	// handler runs, net/http keeps the connection's request buffers (about
+	// 11 KiB) alive, which an idle WebSocket does not need.
+	go c.writePump()
+	go func() {
+		c.readPump()
+		<-c.writerDone
+		h.unregister(c)
+	}()
+}
+
+func (h *Hub) isClosing() bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.closing
+}
+
+func (h *Hub) register(c *client) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing {
+		return false
+	}
+	h.clients[c] = struct{}{}
+	h.wg.Add(1)
+	h.m.connections.Inc()
+	return true
+}
+
+func (h *Hub) unregister(c *client) {
+	h.mu.Lock()
+	delete(h.clients, c)
+	h.mu.Unlock()
+	h.m.connections.Dec()
+	h.wg.Done()
+}
+
+// Clients returns the number of connected clients (including any that are
+// in the middle of closing).
+func (h *Hub) Clients() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.clients)
+}
+
+// Deliver broadcasts an alert that came from the broker to every client of
+// this relay. It is called by the broker's receive handler, possibly from
+// several goroutines at once, and never blocks on a client: the alert is
+// encoded once and offered to each client's queue; a client whose queue is
+// full is closed as too slow. Malformed messages and alerts whose id was seen
+// recently (the broker delivers at least once) are dropped.
+//
+// Alerts delivered concurrently may reach different clients in different
+// orders.
+func (h *Hub) Deliver(data []byte) {
+	h.m.received.Inc()
+	a, key, err := protocol.DecodeAlert(data)
+	if err != nil {
+		h.m.malformed.Inc()
+		h.log.Warn("alert dropped", "reason", "malformed", "err", err)
+		return
+	}
+	if !h.dedup.add(key) {
+		h.m.duplicates.Inc()
+		h.log.Debug("alert dropped", "reason", "duplicate", "id", a.ID)
+		return
+	}
+	// Re-encoded from the validated struct so every client gets exactly the
+	// v1 frame, whatever else the message carried.
+	h.broadcast(prepare(a))
+}
+
+// broadcast offers pm to every client's queue without blocking.
+func (h *Hub) broadcast(pm *websocket.PreparedMessage) {
+	var delivered, dropped, slow int
+	h.mu.RLock()
+	for c := range h.clients {
+		select {
+		case c.send <- pm:
+			delivered++
+			continue
+		default:
+		}
+		if c.isDone() {
+			continue // already closing; its queue no longer matters
+		}
+		dropped++
+		if c.shutdown(protocol.CloseTooSlow, protocol.CloseTooSlowReason) {
+			slow++
+		}
+	}
+	h.mu.RUnlock()
+	// Counted once per broadcast, not per client: with 10k clients that is
+	// 10k fewer atomic adds on shared cache lines.
+	h.m.delivered.Add(float64(delivered))
+	if dropped > 0 {
+		h.m.dropped.Add(float64(dropped))
+		h.m.slowCloses.Add(float64(slow))
+	}
+}
+
+// Close shuts the relay down: new upgrades get 503, every client gets close
+// 1012 "service restart" (browsers should reconnect, reaching another VM),
+// and Close waits for the connections' goroutines and in-flight publishes
+// until ctx is done. Then it drops whatever is left and returns ctx's error.
+//
+// http.Server.Shutdown does not touch hijacked connections, so call Close
+// as well.
+func (h *Hub) Close(ctx context.Context) error {
+	h.mu.Lock()
+	first := !h.closing
+	h.closing = true
+	clients := make([]*client, 0, len(h.clients))
+	for c := range h.clients {
+		clients = append(clients, c)
+	}
+	h.mu.Unlock()
+	if first {
+		h.log.Info("relay closing", "clients", len(clients))
+	}
+	for _, c := range clients {
+		c.shutdown(protocol.CloseRestart, protocol.CloseRestartReason)
+	}
+
+	done := make(chan struct{})
+	go func() {
+		h.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		h.cancel()
+		return nil
+	case <-ctx.Done():
+		// Clients that never answered: cut their TCP connections so their
+		// goroutines end, and give up on publishes still waiting.
+		h.cancel()
+		for _, c := range clients {
+			_ = c.conn.Close()
+		}
+		return fmt.Errorf("close relay: %w", ctx.Err())
+	}
+}

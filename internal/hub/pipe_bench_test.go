@@ -1,0 +1,128 @@
+package hub
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// BenchmarkFanOutPipe is BenchmarkFanOut without the kernel: each client is
+// a real *websocket.Conn, upgraded by Relay.ServeHTTP, but over net.Pipe,
+// and read in-process by a minimal frame counter that allocates nothing.
+// What is left is the relay's own path (Deliver, queues, writer wake-ups,
+// gorilla framing) plus an in-memory copy per client, so it isolates the
+// relay's cost from loopback TCP, which dominates BenchmarkFanOut.
+func BenchmarkFanOutPipe(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+			r := New(Config{PongWait: time.Hour}, &loopback{})
+			b.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				_ = r.Close(ctx)
+			})
+			var received atomic.Int64
+			rounds := make(chan struct{}, 1)
+			var hellos sync.WaitGroup
+			hellos.Add(n)
+			for range n {
+				srv, cli := net.Pipe()
+				go pipeClient(cli, n, &received, rounds, &hellos)
+				upgradeOverPipe(b, r, srv)
+			}
+			hellos.Wait()
+			waitClients(b, r, n)
+
+			tmpl := newAlertTemplate(b)
+			alerts := 0
+			b.ReportAllocs()
+			cpu := startCPU()
+			for b.Loop() {
+				r.Deliver(tmpl.next())
+				<-rounds
+				alerts++
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(alerts*n), "ns/delivery")
+			b.ReportMetric(float64(cpu.used().Nanoseconds())/float64(alerts*n), "cpu-ns/delivery")
+		})
+	}
+}
+
+// upgradeOverPipe runs the WebSocket handshake of Relay.ServeHTTP on conn.
+func upgradeOverPipe(b *testing.B, r *Hub, conn net.Conn) {
+	b.Helper()
+	req := httptest.NewRequest(http.MethodGet, "http://relay.test/ws", nil)
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	r.ServeHTTP(&pipeHijacker{conn: conn, header: http.Header{}}, req)
+}
+
+// pipeHijacker is the http.ResponseWriter of a connection that is already
+// open: the upgrade hijacks it at once.
+type pipeHijacker struct {
+	conn   net.Conn
+	header http.Header
+}
+
+func (p *pipeHijacker) Header() http.Header         { return p.header }
+func (p *pipeHijacker) Write(b []byte) (int, error) { return len(b), nil }
+func (p *pipeHijacker) WriteHeader(int)             {}
+func (p *pipeHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return p.conn, bufio.NewReadWriter(bufio.NewReader(p.conn), bufio.NewWriter(p.conn)), nil
+}
+
+// pipeClient reads the handshake response, then counts server frames: the
+// first text frame is the hello, every later one an alert. It signals rounds
+// each time all n clients have one more alert.
+func pipeClient(conn net.Conn, n int, received *atomic.Int64, rounds chan<- struct{}, hellos *sync.WaitGroup) {
+	defer conn.Close()
+	br := bufio.NewReaderSize(conn, 512)
+	for { // the 101 response ends with an empty line
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			hellos.Done()
+			return
+		}
+		if len(line) <= 2 {
+			break
+		}
+	}
+	first := true
+	var hdr [4]byte
+	for {
+		if _, err := io.ReadFull(br, hdr[:2]); err != nil {
+			return
+		}
+		size := int(hdr[1] & 0x7f)
+		if size == 126 {
+			if _, err := io.ReadFull(br, hdr[2:4]); err != nil {
+				return
+			}
+			size = int(hdr[2])<<8 | int(hdr[3])
+		}
+		if _, err := br.Discard(size); err != nil {
+			return
+		}
+		if hdr[0]&0x0f != 1 { // not a text frame (close at the end)
+			continue
+		}
+		if first {
+			first = false
+			hellos.Done()
+			continue
+		}
+		if received.Add(1)%int64(n) == 0 {
+			rounds <- struct{}{}
+		}
+	}
+}
