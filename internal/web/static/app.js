@@ -6,7 +6,6 @@
 "use strict";
 
 (() => {
-  const DEFAULT_TEXT = "An alien landing!";
   const MAX_SHOWN = 100;
   const MIN_BACKOFF = 250, MAX_BACKOFF = 5000;
 
@@ -110,7 +109,8 @@
     ev.preventDefault();
     if (!ws || ws.readyState !== WebSocket.OPEN) return;
     const nonce = Math.random().toString(36).slice(2, 12);
-    ws.send(JSON.stringify({ type: "alert", text: input.value.trim() || DEFAULT_TEXT, nonce }));
+    // Empty text is fine: the relay applies the default text itself.
+    ws.send(JSON.stringify({ type: "alert", text: input.value.trim(), nonce }));
     input.value = "";
   });
 
