@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/skywatch-dev/skywatch/internal/testkit"
 )
 
 // Generous bounds for things that must happen eventually. Nothing in this
@@ -23,7 +25,7 @@ const (
 // with the same id, and the sender gets an ack with that id.
 func TestCrossVMBroadcast(t *testing.T) {
 	c := newCluster(t, sharedEmulator(t), 3)
-	var clients []*wsClient
+	var clients []*testkit.Client
 	for _, v := range c.vms {
 		for i := range 2 {
 			clients = append(clients, dial(t, v, fmt.Sprintf("client %d", i+1)))
@@ -32,7 +34,7 @@ func TestCrossVMBroadcast(t *testing.T) {
 	for i, v := range c.vms {
 		sender := clients[2*i]
 		a := broadcast(t, sender, clients, fmt.Sprintf("broadcast from %s %s", v.name, randomHex(4)))
-		if a.Origin == nil || a.Origin.VM != v.alloc || a.Origin.Region != v.region {
+		if a.Origin.VM != v.alloc || a.Origin.Region != v.region {
 			t.Errorf("alert sent on %s: want origin {vm %s region %s}, got %s", v, v.alloc, v.region, a)
 		}
 		if _, err := time.Parse(time.RFC3339, a.SentAt); err != nil {
@@ -97,7 +99,7 @@ func TestManyAlerts(t *testing.T) {
 		pace      = 300 * time.Millisecond // about 3 a second: under the 5/s limit
 	)
 	c := newCluster(t, sharedEmulator(t), 3)
-	var clients []*wsClient
+	var clients []*testkit.Client
 	for _, v := range c.vms {
 		for i := range perVM {
 			clients = append(clients, dial(t, v, fmt.Sprintf("client %d", i+1)))
@@ -119,7 +121,7 @@ func TestManyAlerts(t *testing.T) {
 			for n := range perClient {
 				nonce := fmt.Sprintf("c%d-n%d", ci, n)
 				text := fmt.Sprintf("load %s %s", run, nonce)
-				if err := cl.send(alertMsg{Type: "alert", Text: text, Nonce: nonce}); err != nil {
+				if err := cl.Send(testkit.NewAlertRequest(text, nonce)); err != nil {
 					t.Error(err)
 					return
 				}
@@ -127,7 +129,7 @@ func TestManyAlerts(t *testing.T) {
 			}
 			for n := range perClient {
 				nonce := fmt.Sprintf("c%d-n%d", ci, n)
-				f, err := cl.waitFrame(arrival, "the answer to "+nonce, ackOrError(nonce))
+				f, err := cl.WaitFrame(arrival, "the answer to "+nonce, testkit.AnswerTo(nonce))
 				if err != nil {
 					t.Error(err)
 					return
@@ -154,7 +156,7 @@ func TestManyAlerts(t *testing.T) {
 	deadline := time.Now().Add(3 * arrival)
 	for _, cl := range clients {
 		for {
-			counts := cl.alertCounts()
+			counts := cl.AlertCounts()
 			missing := 0
 			for id := range ids {
 				if counts[id] == 0 {
@@ -175,7 +177,7 @@ func TestManyAlerts(t *testing.T) {
 	exactlyOnce(t, clients)
 	// Texts and ids agree on every client.
 	for _, cl := range clients {
-		frames, _, _ := cl.snapshot()
+		frames, _, _ := cl.Snapshot()
 		for _, f := range frames {
 			if f.Type == "alert" && ids[f.ID] != "" && ids[f.ID] != f.Text {
 				t.Errorf("%s: alert %s has text %q, the sender's ack says %q", cl, f.ID, f.Text, ids[f.ID])
@@ -187,20 +189,20 @@ func TestManyAlerts(t *testing.T) {
 // broadcast sends an alert from sender and checks that every client in all
 // receives it with the same id, and that the sender gets an ack with that
 // id. It returns the alert as the sender saw it.
-func broadcast(t *testing.T, sender *wsClient, all []*wsClient, text string) frame {
+func broadcast(t *testing.T, sender *testkit.Client, all []*testkit.Client, text string) testkit.Frame {
 	t.Helper()
 	nonce := "n-" + randomHex(4)
-	sender.sendAlert(t, text, nonce)
-	ack := sender.mustFrame(t, arrival, "the ack of "+nonce, ackOrError(nonce))
+	sender.SendAlert(t, text, nonce)
+	ack := sender.MustFrame(t, arrival, "the ack of "+nonce, testkit.AnswerTo(nonce))
 	if ack.Type != "ack" {
 		t.Fatalf("%s: alert %q: want ack, got %s", sender, text, ack)
 	}
 	if ack.ID == "" {
 		t.Fatalf("%s: ack without id: %s", sender, ack)
 	}
-	var first frame
+	var first testkit.Frame
 	for _, cl := range all {
-		f, err := cl.waitFrame(arrival, fmt.Sprintf("alert %q sent by %s", text, sender), isAlertText(text))
+		f, err := cl.WaitFrame(arrival, fmt.Sprintf("alert %q sent by %s", text, sender), testkit.IsAlertText(text))
 		if err != nil {
 			t.Error(err)
 			continue
@@ -219,10 +221,10 @@ func broadcast(t *testing.T, sender *wsClient, all []*wsClient, text string) fra
 }
 
 // exactlyOnce fails the test for every alert a client received twice.
-func exactlyOnce(t *testing.T, clients []*wsClient) {
+func exactlyOnce(t *testing.T, clients []*testkit.Client) {
 	t.Helper()
 	for _, cl := range clients {
-		for id, n := range cl.alertCounts() {
+		for id, n := range cl.AlertCounts() {
 			if n != 1 {
 				t.Errorf("%s: alert %s arrived %d times, want exactly once", cl, id, n)
 			}

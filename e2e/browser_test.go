@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/skywatch-dev/skywatch/internal/testkit"
+
 	"github.com/chromedp/chromedp"
 )
 
@@ -50,7 +52,7 @@ type page struct {
 // Chromium's background connections would only fail.
 func newBrowser(t *testing.T) context.Context {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &testkit.SyncBuffer{}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(findChromium(t)),
 		chromedp.UserDataDir(t.TempDir()),
@@ -199,8 +201,8 @@ func TestBrowser(t *testing.T) {
 	c := newCluster(t, sharedEmulator(t), 3)
 	vm1, vm2, vm3 := c.vms[0], c.vms[1], c.vms[2]
 
-	a := openPage(t, browser, "page A on "+vm1.name, vm1.url("/?relays="+vm2.wsURL()+","+vm3.wsURL()))
-	b := openPage(t, browser, "page B on "+vm2.name, vm2.url("/?relays="+vm3.wsURL()+","+vm1.wsURL()))
+	a := openPage(t, browser, "page A on "+vm1.name, vm1.URL("/?relays="+vm2.WS("")+","+vm3.WS("")))
+	b := openPage(t, browser, "page B on "+vm2.name, vm2.URL("/?relays="+vm3.WS("")+","+vm1.WS("")))
 	a.waitConnected(t, vm1, arrival)
 	b.waitConnected(t, vm2, arrival)
 	witness := dial(t, vm3, "witness")
@@ -216,8 +218,8 @@ func TestBrowser(t *testing.T) {
 	if idA, _ := a.waitAlert(t, arrival); idA != id {
 		t.Errorf("%s shows alert %s, %s shows %s: want the same id", a.name, idA, b.name, id)
 	}
-	f := witness.mustFrame(t, arrival, "the alert from the page's button", func(f frame) bool { return f.Type == "alert" && f.ID == id })
-	if f.Origin == nil || f.Origin.VM != vm1.alloc {
+	f := witness.MustFrame(t, arrival, "the alert from the page's button", testkit.IsAlertID(id))
+	if f.Origin.VM != vm1.alloc {
 		t.Errorf("%s: alert %s from page A's button: want origin vm %s, got %s", witness, id, vm1.alloc, f)
 	}
 	b.screenshot(t, "browser-alert-on-other-vm.png")
@@ -232,8 +234,8 @@ func TestBrowser(t *testing.T) {
 	})()`); err != nil {
 		t.Fatalf("%s: install the status recorder: %v", a.name, err)
 	}
-	if res := vm1.stop(t, syscall.SIGTERM); res.err != nil {
-		t.Errorf("%s: want exit status 0, got %s", vm1, exitText(res.err))
+	if res := vm1.stop(t, syscall.SIGTERM); res.Err != nil {
+		t.Errorf("%s: want exit status 0, got %s", vm1, testkit.ExitText(res.Err))
 	}
 	a.waitConnected(t, vm2, arrival)
 	states, err := poll[[]string](a, 5*time.Second, `window.__states`)
@@ -248,8 +250,8 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("%s: click #send after reconnecting: %v; the page shows %s", a.name, err, a.state())
 	}
 	id2, _ := b.waitAlert(t, arrival, id)
-	f2 := witness.mustFrame(t, arrival, "the second alert from the page's button", func(f frame) bool { return f.Type == "alert" && f.ID == id2 })
-	if f2.Origin == nil || f2.Origin.VM != vm2.alloc {
+	f2 := witness.MustFrame(t, arrival, "the second alert from the page's button", testkit.IsAlertID(id2))
+	if f2.Origin.VM != vm2.alloc {
 		t.Errorf("%s: alert %s sent after reconnecting: want origin vm %s (page A's new VM), got %s", witness, id2, vm2.alloc, f2)
 	}
 	b.screenshot(t, "browser-after-reconnect.png")

@@ -5,9 +5,10 @@ package e2e
 import (
 	"fmt"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/skywatch-dev/skywatch/internal/testkit"
 
 	"github.com/gorilla/websocket"
 )
@@ -22,57 +23,35 @@ func TestBadInput(t *testing.T) {
 	vm1, vm2 := c.vms[0], c.vms[1]
 	bad := dial(t, vm1, "bad client")
 	near, far := dial(t, vm1, "bystander"), dial(t, vm2, "bystander")
-	bystanders := []*wsClient{near, far}
+	bystanders := []*testkit.Client{near, far}
 
-	// Each case sends one text frame and wants one error frame, matched by
+	// Each bad frame of the shared table wants its error frame, matched by
 	// its nonce where the relay can echo it.
-	cases := []struct {
-		name, frame   string
-		code, nonce   string // want
-		publishedText string // must never be broadcast
-	}{
-		{name: "malformed JSON", frame: `{"type":"alert","text":"unclosed`, code: "invalid"},
-		{name: "not an object", frame: `[1,2,3]`, code: "invalid"},
-		{name: "unknown type", frame: `{"type":"subscribe","nonce":"n-unknown"}`, code: "invalid", nonce: "n-unknown"},
-		{name: "missing type", frame: `{"text":"typeless","nonce":"n-typeless"}`, code: "invalid", nonce: "n-typeless", publishedText: "typeless"},
-		{name: "text not a string", frame: `{"type":"alert","text":42,"nonce":"n-num"}`, code: "invalid", nonce: "n-num"},
-		{
-			name:  "text over 280 characters",
-			frame: fmt.Sprintf(`{"type":"alert","text":%q,"nonce":"n-long"}`, strings.Repeat("é", 281)),
-			code:  "too_large", nonce: "n-long", publishedText: strings.Repeat("é", 281),
-		},
-		{
-			// A nonce over the limit is not echoed (it is not a nonce).
-			name:  "nonce over 64 characters",
-			frame: fmt.Sprintf(`{"type":"alert","text":"long nonce","nonce":%q}`, strings.Repeat("n", 65)),
-			code:  "too_large", publishedText: "long nonce",
-		},
-	}
-	for _, tc := range cases {
-		from := bad.mark()
-		if err := bad.sendRaw(websocket.TextMessage, []byte(tc.frame)); err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
+	for _, tc := range testkit.BadFrames {
+		from := bad.Mark()
+		if err := bad.SendRaw(websocket.TextMessage, []byte(tc.Frame)); err != nil {
+			t.Fatalf("%s: %v", tc.Name, err)
 		}
-		f, err := bad.waitFrameFrom(from, arrival, "the error for "+tc.name, func(f frame) bool {
-			return f.Type == "error" && f.Nonce == tc.nonce || f.Type == "ack"
+		f, err := bad.WaitFrameFrom(from, arrival, "the error for "+tc.Name, func(f testkit.Frame) bool {
+			return f.Type == "error" && f.Nonce == tc.Nonce || f.Type == "ack"
 		})
 		if err != nil {
-			t.Errorf("%s: %v", tc.name, err)
+			t.Errorf("%s: %v", tc.Name, err)
 			continue
 		}
-		if f.Type != "error" || f.Code != tc.code || f.Nonce != tc.nonce || f.Message == "" {
-			t.Errorf("%s: sent %.80s; want error %q with nonce %q and a message, got %s", tc.name, tc.frame, tc.code, tc.nonce, f)
+		if f.Type != "error" || f.Code != tc.Code || f.Nonce != tc.Nonce || f.Message == "" {
+			t.Errorf("%s: sent %.80s; want error %q with nonce %q and a message, got %s", tc.Name, tc.Frame, tc.Code, tc.Nonce, f)
 		}
 		// The connection still answers (rate_limited is an answer too: the
 		// probes spend the bucket). Waiting for it also keeps the answers
 		// of frames without a nonce apart.
-		bad.mustFrame(t, arrival, "the answer to a probe after "+tc.name, probe(t, bad))
+		bad.MustFrame(t, arrival, "the answer to a probe after "+tc.Name, probe(t, bad))
 	}
 	time.Sleep(2 * time.Second) // the rate limit's bucket refills (5/s, burst 10)
 
 	// The bad client's connection still works, and a good alert from it
 	// reaches everyone.
-	all := []*wsClient{bad, near, far}
+	all := []*testkit.Client{bad, near, far}
 	broadcast(t, bad, all, "good alert after bad input "+randomHex(3))
 
 	// A flood: more alerts at once than the burst allows. The excess is
@@ -81,12 +60,12 @@ func TestBadInput(t *testing.T) {
 	const n = 30
 	run := randomHex(3)
 	for i := range n {
-		flood.sendAlert(t, fmt.Sprintf("flood %s %d", run, i), fmt.Sprintf("f%d", i))
+		flood.SendAlert(t, fmt.Sprintf("flood %s %d", run, i), fmt.Sprintf("f%d", i))
 	}
 	var acked, limited []string
 	for i := range n {
 		nonce := fmt.Sprintf("f%d", i)
-		f, err := flood.waitFrame(arrival, "the answer to "+nonce, ackOrError(nonce))
+		f, err := flood.WaitFrame(arrival, "the answer to "+nonce, testkit.AnswerTo(nonce))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -107,7 +86,7 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, text := range acked {
 		for _, cl := range bystanders {
-			if _, err := cl.waitFrame(arrival, "acked flood alert "+text, isAlertText(text)); err != nil {
+			if _, err := cl.WaitFrame(arrival, "acked flood alert "+text, testkit.IsAlertText(text)); err != nil {
 				t.Error(err)
 			}
 		}
@@ -115,37 +94,37 @@ func TestBadInput(t *testing.T) {
 
 	// Frames the relay will not read close the connection with a code.
 	big := dial(t, vm1, "oversize client")
-	if err := big.sendRaw(websocket.TextMessage, []byte(fmt.Sprintf(`{"type":"alert","text":%q}`, strings.Repeat("x", 5000)))); err != nil {
+	if err := big.SendRaw(websocket.TextMessage, []byte(testkit.OversizeFrame)); err != nil {
 		t.Fatal(err)
 	}
-	big.expectClose(t, arrival, websocket.CloseMessageTooBig, "a frame over the 4096-byte read limit")
+	big.ExpectClose(t, arrival, websocket.CloseMessageTooBig, "a frame over the 4096-byte read limit")
 	bin := dial(t, vm1, "binary client")
-	if err := bin.sendRaw(websocket.BinaryMessage, []byte(`{"type":"alert"}`)); err != nil {
+	if err := bin.SendRaw(websocket.BinaryMessage, []byte(`{"type":"alert"}`)); err != nil {
 		t.Fatal(err)
 	}
-	bin.expectClose(t, arrival, websocket.CloseUnsupportedData, "binary frames are not part of the protocol")
+	bin.ExpectClose(t, arrival, websocket.CloseUnsupportedData, "binary frames are not part of the protocol")
 
 	// Nothing bad was published; the VM is up; bystanders still receive.
 	time.Sleep(settle)
-	for _, tc := range cases {
-		if tc.publishedText == "" {
+	for _, tc := range testkit.BadFrames {
+		if tc.Text == "" {
 			continue
 		}
 		for _, cl := range bystanders {
-			if got := cl.alertsWithText(tc.publishedText); len(got) > 0 {
-				t.Errorf("%s: %s was answered with an error but broadcast anyway: %s", cl, tc.name, got[0])
+			if got := cl.AlertsWithText(tc.Text); len(got) > 0 {
+				t.Errorf("%s: %s was answered with an error but broadcast anyway: %s", cl, tc.Name, got[0])
 			}
 		}
 	}
 	for _, text := range limited {
 		for _, cl := range bystanders {
-			if got := cl.alertsWithText(text); len(got) > 0 {
+			if got := cl.AlertsWithText(text); len(got) > 0 {
 				t.Errorf("%s: %q was rate_limited but broadcast anyway", cl, text)
 			}
 		}
 	}
 	vm1.running(t)
-	if code, err := vm1.status("/healthz"); err != nil || code != http.StatusOK {
+	if code, err := vm1.Status("/healthz"); err != nil || code != http.StatusOK {
 		t.Errorf("%s: after bad input want GET /healthz 200, got %d %v", vm1, code, err)
 	}
 	broadcast(t, far, all, "bystanders unaffected "+randomHex(3))
@@ -154,9 +133,9 @@ func TestBadInput(t *testing.T) {
 
 // probe sends a valid alert with a fresh nonce from cl and returns a
 // matcher for its answer: proof that the connection still works.
-func probe(t *testing.T, cl *wsClient) func(frame) bool {
+func probe(t *testing.T, cl *testkit.Client) testkit.Match {
 	t.Helper()
 	nonce := "probe-" + randomHex(4)
-	cl.sendAlert(t, "probe "+nonce, nonce)
-	return ackOrError(nonce)
+	cl.SendAlert(t, "probe "+nonce, nonce)
+	return testkit.AnswerTo(nonce)
 }

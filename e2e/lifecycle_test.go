@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/skywatch-dev/skywatch/internal/testkit"
+
 	"github.com/gorilla/websocket"
 )
 
@@ -33,27 +35,27 @@ func TestGracefulStop(t *testing.T) {
 			c2, c3 := dial(t, vm2, "client"), dial(t, vm3, "client")
 
 			res := victim.stop(t, sig)
-			leaving.expectClose(t, 5*time.Second, websocket.CloseServiceRestart, "the VM is restarting: reconnect elsewhere")
-			if res.err != nil {
-				t.Errorf("%s: after %s want exit status 0, got %s after %s", victim, sigName(sig), exitText(res.err), res.took.Round(time.Millisecond))
+			leaving.ExpectClose(t, 5*time.Second, websocket.CloseServiceRestart, "the VM is restarting: reconnect elsewhere")
+			if res.Err != nil {
+				t.Errorf("%s: after %s want exit status 0, got %s after %s", victim, sigName(sig), testkit.ExitText(res.Err), res.Took.Round(time.Millisecond))
 			}
-			if res.took > killTimeout {
+			if res.Took > killTimeout {
 				t.Errorf("%s: after %s the process took %s to exit; Fly kills it after kill_timeout %s",
-					victim, sigName(sig), res.took.Round(time.Millisecond), killTimeout)
+					victim, sigName(sig), res.Took.Round(time.Millisecond), killTimeout)
 			}
-			t.Logf("%s exited (%s) %s after %s", victim.name, exitText(res.err), res.took.Round(time.Millisecond), sigName(sig))
+			t.Logf("%s exited (%s) %s after %s", victim.name, testkit.ExitText(res.Err), res.Took.Round(time.Millisecond), sigName(sig))
 			if _, err := adm.subscription(ctx, victim.subscription()); !isNotFound(err) {
 				t.Errorf("%s: after a graceful stop want subscription %s deleted, GetSubscription says: %v",
 					victim, victim.subscription(), err)
 			}
 
 			// The others carry on.
-			broadcast(t, c2, []*wsClient{c2, c3}, "still here after "+victim.name+" left "+randomHex(3))
+			broadcast(t, c2, []*testkit.Client{c2, c3}, "still here after "+victim.name+" left "+randomHex(3))
 			vm2.running(t)
 			vm3.running(t)
 
 			// Alerts sent while the VM is away are not its business.
-			stale := sendWhileAway(t, c2, []*wsClient{c2, c3}, "stale")
+			stale := sendWhileAway(t, c2, []*testkit.Client{c2, c3}, "stale")
 			rejoin(t, c, adm, victim, stale, false)
 		})
 	}
@@ -72,11 +74,11 @@ func TestCrash(t *testing.T) {
 	orphan := dial(t, victim, "orphaned client")
 	c2, c3 := dial(t, vm2, "client"), dial(t, vm3, "client")
 
-	victim.kill()
-	if _, err := orphan.waitClosed(10 * time.Second); err != nil {
+	victim.Kill()
+	if _, err := orphan.WaitClosed(10 * time.Second); err != nil {
 		t.Errorf("%s: the connection to a killed VM should end: %v", orphan, err)
 	}
-	broadcast(t, c2, []*wsClient{c2, c3}, "still here after "+victim.name+" crashed "+randomHex(3))
+	broadcast(t, c2, []*testkit.Client{c2, c3}, "still here after "+victim.name+" crashed "+randomHex(3))
 	vm2.running(t)
 	vm3.running(t)
 
@@ -87,7 +89,7 @@ func TestCrash(t *testing.T) {
 	checkExpiration(t, victim, sub.GetExpirationPolicy().GetTtl().AsDuration())
 
 	// The orphaned subscription collects a backlog while the VM is down.
-	backlog := sendWhileAway(t, c2, []*wsClient{c2, c3}, "backlog")
+	backlog := sendWhileAway(t, c2, []*testkit.Client{c2, c3}, "backlog")
 	rejoin(t, c, adm, victim, backlog, true)
 }
 
@@ -105,7 +107,7 @@ func sigName(sig syscall.Signal) string {
 // sendWhileAway sends a few alerts from sender and waits until every client
 // of watchers has them, so they are surely in the broker; it returns their
 // texts.
-func sendWhileAway(t *testing.T, sender *wsClient, watchers []*wsClient, label string) []string {
+func sendWhileAway(t *testing.T, sender *testkit.Client, watchers []*testkit.Client, label string) []string {
 	t.Helper()
 	var texts []string
 	for i := range 5 {
@@ -133,7 +135,7 @@ func sendWhileAway(t *testing.T, sender *wsClient, watchers []*wsClient, label s
 // not asserted; no replay and delivery to the other VMs still are.
 func rejoin(t *testing.T, c *cluster, adm *admin, v *vm, old []string, crashed bool) {
 	t.Helper()
-	early := make(chan *wsClient, 1)
+	early := make(chan *testkit.Client, 1)
 	stopEarly := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -153,10 +155,10 @@ func rejoin(t *testing.T, c *cluster, adm *admin, v *vm, old []string, crashed b
 	v.restart(t)
 	close(stopEarly)
 	wg.Wait()
-	var clients []*wsClient
+	var clients []*testkit.Client
 	select {
 	case cl := <-early:
-		t.Cleanup(cl.close)
+		t.Cleanup(cl.Close)
 		clients = append(clients, cl)
 	default:
 		t.Logf("%s: the early client did not get in before the VM was ready", v)
@@ -166,13 +168,13 @@ func rejoin(t *testing.T, c *cluster, adm *admin, v *vm, old []string, crashed b
 	if _, err := adm.subscription(context.Background(), v.subscription()); err != nil {
 		t.Errorf("%s: after restart want subscription %s, GetSubscription says: %v", v, v.subscription(), err)
 	}
-	var others []*wsClient
+	var others []*testkit.Client
 	for _, o := range c.vms {
 		if o != v {
 			others = append(others, dial(t, o, "client"))
 		}
 	}
-	everyone := append(append([]*wsClient(nil), clients...), others...)
+	everyone := append(append([]*testkit.Client(nil), clients...), others...)
 	sent := 0
 	if crashed {
 		sent += freshAfterCrash(t, v, others[0], clients, others)
@@ -185,7 +187,7 @@ func rejoin(t *testing.T, c *cluster, adm *admin, v *vm, old []string, crashed b
 	time.Sleep(settle)
 	for _, cl := range clients {
 		for _, text := range old {
-			if got := cl.alertsWithText(text); len(got) > 0 {
+			if got := cl.AlertsWithText(text); len(got) > 0 {
 				t.Errorf("%s: got %s, sent while %s was down: a restarted VM must not replay it", cl, got[0], v.name)
 			}
 		}
@@ -211,7 +213,7 @@ func rejoin(t *testing.T, c *cluster, adm *admin, v *vm, old []string, crashed b
 // freshAfterCrash sends alerts from sender until one reaches the restarted
 // VM's clients (see rejoin for why this is not asserted), checks that each
 // reached the other VMs, and returns how many it sent.
-func freshAfterCrash(t *testing.T, v *vm, sender *wsClient, restarted, others []*wsClient) int {
+func freshAfterCrash(t *testing.T, v *vm, sender *testkit.Client, restarted, others []*testkit.Client) int {
 	t.Helper()
 	const tries = 10
 	for i := range tries {
@@ -219,7 +221,7 @@ func freshAfterCrash(t *testing.T, v *vm, sender *wsClient, restarted, others []
 		broadcast(t, sender, others, text)
 		arrived := true
 		for _, cl := range restarted {
-			if _, err := cl.waitFrame(5*time.Second, text, isAlertText(text)); err != nil {
+			if _, err := cl.WaitFrame(5*time.Second, text, testkit.IsAlertText(text)); err != nil {
 				arrived = false
 			}
 		}
@@ -237,7 +239,7 @@ func freshAfterCrash(t *testing.T, v *vm, sender *wsClient, restarted, others []
 // receivedCounts reads the relay's counts of broker messages received and
 // of duplicates dropped from /metrics.
 func receivedCounts(v *vm) (received, dups float64, err error) {
-	body, err := v.get("/metrics")
+	body, err := v.Get("/metrics")
 	if err != nil {
 		return 0, 0, err
 	}
@@ -277,12 +279,12 @@ func TestClientReconnects(t *testing.T) {
 	sender := dial(t, vm3, "sender")
 
 	before := "before the stop " + randomHex(3)
-	sender.sendAlert(t, before, "")
+	sender.SendAlert(t, before, "")
 	f.wait(t, arrival, "alert "+strconv.Quote(before), func(fr followed) bool { return fr.Type == "alert" && fr.Text == before })
 
 	res := vm1.stop(t, syscall.SIGTERM)
-	if res.err != nil {
-		t.Errorf("%s: want exit status 0, got %s", vm1, exitText(res.err))
+	if res.Err != nil {
+		t.Errorf("%s: want exit status 0, got %s", vm1, testkit.ExitText(res.Err))
 	}
 	hello := f.wait(t, 60*time.Second, "hello from another VM", func(fr followed) bool { return fr.Type == "hello" && fr.VM != vm1.alloc })
 	if hello.from != vm2 {
@@ -295,7 +297,7 @@ func TestClientReconnects(t *testing.T) {
 	after := "after the stop " + randomHex(3)
 	// The follower may still be finishing its handshake when this is sent;
 	// wait for its hello first (above), then the alert must arrive.
-	sender.sendAlert(t, after, "")
+	sender.SendAlert(t, after, "")
 	got := f.wait(t, arrival, "alert "+strconv.Quote(after), func(fr followed) bool { return fr.Type == "alert" && fr.Text == after })
 	if got.from == vm1 {
 		t.Errorf("alert %q came from the stopped %s", after, vm1)

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/skywatch-dev/skywatch/internal/testkit"
 )
 
 // TestBrokerOutage stops the Pub/Sub emulator under running VMs and proves
@@ -21,7 +23,7 @@ func TestBrokerOutage(t *testing.T) {
 	c := newCluster(t, emu, 3)
 	adm := newAdmin(t, emu)
 	ctx := context.Background()
-	var clients []*wsClient
+	var clients []*testkit.Client
 	for _, v := range c.vms {
 		clients = append(clients, dial(t, v, "client"))
 	}
@@ -37,8 +39,8 @@ func TestBrokerOutage(t *testing.T) {
 	// Alerts fail fast and say why; the connection stays usable.
 	for i, cl := range clients {
 		nonce := fmt.Sprintf("during-outage-%d", i)
-		cl.sendAlert(t, "during the outage "+randomHex(3), nonce)
-		f, err := cl.waitFrame(arrival, "the answer to "+nonce, ackOrError(nonce))
+		cl.SendAlert(t, "during the outage "+randomHex(3), nonce)
+		f, err := cl.WaitFrame(arrival, "the answer to "+nonce, testkit.AnswerTo(nonce))
 		if err != nil {
 			t.Error(err)
 			continue
@@ -49,10 +51,10 @@ func TestBrokerOutage(t *testing.T) {
 	}
 	down := time.Now().Add(2 * arrival) // one deadline for all VMs
 	for _, v := range c.vms {
-		if err := v.waitStatus("/readyz", http.StatusServiceUnavailable, max(time.Until(down), time.Second)); err != nil {
+		if err := v.WaitStatus("/readyz", http.StatusServiceUnavailable, max(time.Until(down), time.Second), v.Alive); err != nil {
 			t.Errorf("%s: with the broker down want GET /readyz 503: %v", v, err)
 		}
-		if code, err := v.status("/healthz"); err != nil || code != http.StatusOK {
+		if code, err := v.Status("/healthz"); err != nil || code != http.StatusOK {
 			t.Errorf("%s: with the broker down want GET /healthz 200 (still serving), got %d %v", v, code, err)
 		}
 		v.running(t)
@@ -70,7 +72,7 @@ func TestBrokerOutage(t *testing.T) {
 
 	up := time.Now().Add(2 * arrival)
 	for _, v := range c.vms {
-		if err := v.waitStatus("/readyz", http.StatusOK, max(time.Until(up), time.Second)); err != nil {
+		if err := v.WaitStatus("/readyz", http.StatusOK, max(time.Until(up), time.Second), v.Alive); err != nil {
 			t.Errorf("%s: after the broker came back want GET /readyz 200 (recovered alone): %v; the emulator now holds: %s",
 				v, err, adm.describe(ctx, c.topic))
 		}

@@ -4,10 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"cloud.google.com/go/pubsub/v2/pstest"
+
+	"github.com/skywatch-dev/skywatch/internal/broker/gcppubsub"
+	"github.com/skywatch-dev/skywatch/internal/testkit"
 
 	"github.com/skywatch-dev/skywatch/internal/broker"
 	"github.com/skywatch-dev/skywatch/internal/broker/mempubsub"
@@ -40,20 +46,7 @@ func (in *inbox) has(s string) bool {
 func (in *inbox) all() []string {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return append([]string(nil), in.got...)
-}
-
-// eventually waits for cond, failing with what was expected if it never
-// holds. The deadline is generous: it catches hangs, it does not time work.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	return slices.Clone(in.got)
 }
 
 func fastConfig(name string) feed.Config {
@@ -94,45 +87,64 @@ func TestBootDropsStaleBacklog(t *testing.T) {
 	var in inbox
 	f := feed.New(b, fastConfig("ID_vm1"), in.handle)
 	start(t, f)
-	eventually(t, "feed ready", f.Ready)
+	testkit.Eventually(t, "feed ready", f.Ready)
 	if err := b.Publish(ctx, []byte("fresh")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, `"fresh" delivered`, func() bool { return in.has("fresh") })
+	testkit.Eventually(t, `"fresh" delivered`, func() bool { return in.has("fresh") })
 	if got := in.all(); len(got) != 1 {
 		t.Fatalf("delivered %q, want only the fresh alert: a restart must not replay a stale backlog", got)
 	}
 }
 
+// TestVanishedSubscriptionIsRecreated runs on both brokers: mempubsub ends
+// a Receive whose subscription is deleted, while pstest (like Pub/Sub behind
+// a retrying client) keeps it open, so only the feed's polling notices.
 func TestVanishedSubscriptionIsRecreated(t *testing.T) {
-	ctx := t.Context()
-	b := mempubsub.New(mempubsub.Config{})
-	var in inbox
-	f := feed.New(b, fastConfig("ID_vm1"), in.handle)
-	start(t, f)
-	eventually(t, "feed ready", f.Ready)
+	for name, b := range map[string]broker.Broker{"mempubsub": mempubsub.New(mempubsub.Config{}), "pstest": pstestBroker(t)} {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			var in inbox
+			f := feed.New(b, fastConfig("ID_vm1"), in.handle)
+			start(t, f)
+			testkit.Eventually(t, "feed ready", f.Ready)
 
-	// Someone (expiry, an operator, an emulator restart) deletes it.
-	if err := b.DeleteSubscription(ctx, "ID_vm1"); err != nil {
+			// Someone (expiry, an operator, an emulator restart) deletes it.
+			if err := b.DeleteSubscription(ctx, "ID_vm1"); err != nil {
+				t.Fatal(err)
+			}
+			// What is published while it is gone is lost; keep publishing
+			// until the recreated subscription delivers.
+			for i := 0; ; i++ {
+				msg := fmt.Sprintf("after-%d", i)
+				if err := b.Publish(ctx, []byte(msg)); err != nil {
+					t.Fatal(err)
+				}
+				if in.has(msg) || func() bool { time.Sleep(10 * time.Millisecond); return in.has(msg) }() {
+					break
+				}
+				if i > 1000 {
+					t.Fatal("the feed never recreated its vanished subscription")
+				}
+			}
+			if err := b.CheckSubscription(ctx, "ID_vm1"); err != nil {
+				t.Fatalf("subscription after recovery: %v", err)
+			}
+		})
+	}
+}
+
+// pstestBroker is gcppubsub on an in-process pstest server.
+func pstestBroker(t *testing.T) broker.Broker {
+	t.Helper()
+	srv := pstest.NewServer()
+	t.Cleanup(func() { srv.Close() })
+	b, err := gcppubsub.New(t.Context(), gcppubsub.Config{ProjectID: "skywatch-test", TopicID: "alerts", EmulatorHost: srv.Addr})
+	if err != nil {
 		t.Fatal(err)
 	}
-	// What is published while it is gone is lost; keep publishing until
-	// the recreated subscription delivers.
-	for i := 0; ; i++ {
-		msg := fmt.Sprintf("after-%d", i)
-		if err := b.Publish(ctx, []byte(msg)); err != nil {
-			t.Fatal(err)
-		}
-		if in.has(msg) || func() bool { time.Sleep(10 * time.Millisecond); return in.has(msg) }() {
-			break
-		}
-		if i > 1000 {
-			t.Fatal("the feed never recreated its vanished subscription")
-		}
-	}
-	if err := b.CheckSubscription(ctx, "ID_vm1"); err != nil {
-		t.Fatalf("subscription after recovery: %v", err)
-	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
 }
 
 // flaky wraps a real broker and makes it unreachable on demand, as a
@@ -167,10 +179,10 @@ func TestOutageTurnsReadinessOffAndRecovers(t *testing.T) {
 	var in inbox
 	f := feed.New(b, fastConfig("ID_vm1"), in.handle)
 	start(t, f)
-	eventually(t, "feed ready", f.Ready)
+	testkit.Eventually(t, "feed ready", f.Ready)
 
 	b.down.Store(true)
-	eventually(t, "readiness off while the broker is unreachable", func() bool { return !f.Ready() })
+	testkit.Eventually(t, "readiness off while the broker is unreachable", func() bool { return !f.Ready() })
 
 	// Alerts published during the blip sit in the subscription, which still
 	// exists; recovery must keep it rather than recreate it.
@@ -178,8 +190,8 @@ func TestOutageTurnsReadinessOffAndRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.down.Store(false)
-	eventually(t, "ready again after the broker returned", f.Ready)
-	eventually(t, "the alert published during the outage delivered", func() bool { return in.has("during") })
+	testkit.Eventually(t, "ready again after the broker returned", f.Ready)
+	testkit.Eventually(t, "the alert published during the outage delivered", func() bool { return in.has("during") })
 }
 
 func TestBrokerDownAtBootIsRetried(t *testing.T) {
@@ -188,12 +200,12 @@ func TestBrokerDownAtBootIsRetried(t *testing.T) {
 	f := feed.New(b, fastConfig("ID_vm1"), func([]byte) {})
 	start(t, f)
 	// Let the feed fail a few times before the broker comes back.
-	eventually(t, "the feed retried while the broker was down", func() bool { return b.refusals.Load() >= 3 })
+	testkit.Eventually(t, "the feed retried while the broker was down", func() bool { return b.refusals.Load() >= 3 })
 	if f.Ready() {
 		t.Fatal("ready while the broker is unreachable")
 	}
 	b.down.Store(false)
-	eventually(t, "ready once the broker answers", f.Ready)
+	testkit.Eventually(t, "ready once the broker answers", f.Ready)
 }
 
 func TestDeleteAfterStop(t *testing.T) {
@@ -201,7 +213,7 @@ func TestDeleteAfterStop(t *testing.T) {
 	b := mempubsub.New(mempubsub.Config{})
 	f := feed.New(b, fastConfig("ID_vm1"), func([]byte) {})
 	stop := start(t, f)
-	eventually(t, "feed ready", f.Ready)
+	testkit.Eventually(t, "feed ready", f.Ready)
 	stop()
 	if f.Ready() {
 		t.Error("ready after Run returned")

@@ -24,7 +24,7 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// The benchmarks serve a real Relay over loopback TCP and put the clients in
+// The benchmarks serve a real Hub over loopback TCP and put the clients in
 // a child process (this test binary, re-executed in client mode by
 // TestMain). That way the server's allocations and heap are measured alone,
 // and each process needs only one file descriptor per connection, so 10k
@@ -163,9 +163,9 @@ func (bc *benchClients) round(b *testing.B) {
 	}
 }
 
-// benchRelay serves a relay for benchmarks: no pings during the run, and
+// benchHub serves a relay for benchmarks: no pings during the run, and
 // the relay is closed (its clients get 1012) at the end.
-func benchRelay(b *testing.B) (*Hub, string) {
+func benchHub(b *testing.B) (*Hub, string) {
 	b.Helper()
 	r := New(Config{PongWait: time.Hour}, &loopback{})
 	srv := httptest.NewServer(r)
@@ -174,7 +174,7 @@ func benchRelay(b *testing.B) (*Hub, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		if err := r.Close(ctx); err != nil {
-			b.Errorf("close relay: %v", err)
+			b.Errorf("close hub: %v", err)
 		}
 	})
 	return r, "ws" + strings.TrimPrefix(srv.URL, "http")
@@ -228,7 +228,7 @@ func (a *alertTemplate) next() []byte {
 func BenchmarkFanOut(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
-			r, url := benchRelay(b)
+			r, url := benchHub(b)
 			clients := startClients(b, url, n)
 			waitClients(b, r, n)
 			tmpl := newAlertTemplate(b)
@@ -346,7 +346,7 @@ func processCPU() time.Duration {
 func BenchmarkIdleConnMemory(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("conns=%d", n), func(b *testing.B) {
-			r, url := benchRelay(b)
+			r, url := benchHub(b)
 			before := memStats()
 			startClients(b, url, n)
 			waitClients(b, r, n)

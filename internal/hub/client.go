@@ -3,12 +3,13 @@ package hub
 import (
 	"context"
 	"errors"
-	"github.com/skywatch-dev/skywatch/internal/protocol"
 	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/skywatch-dev/skywatch/internal/protocol"
 
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"

@@ -1,19 +1,18 @@
-// Package relay is Skywatch's fan-out core: it accepts browser WebSocket
-// connections on one VM, publishes the alerts they send through a Publisher
-// (the broker, which reaches every VM), and broadcasts each alert that comes
-// back from the broker to every client connected to this VM.
+// Package hub is the fan-out of one relay: it accepts browser WebSocket
+// connections, publishes the alerts they send through a Publisher (the
+// broker, which reaches every relay), and broadcasts each alert that comes
+// back from the broker to every client connected to this relay.
 //
-// The relay knows nothing about Pub/Sub. The wiring hands it a Publisher and
-// calls Deliver from the subscription's receive handler, so the same alert
-// reaches the sender's own VM the same way it reaches every other VM: one
+// The hub knows nothing about Pub/Sub. The wiring hands it a Publisher and
+// calls Deliver from the feed's receive handler, so the same alert reaches
+// the sender's own relay the same way it reaches every other relay: one
 // path, delivered exactly once per client (duplicates from the broker's
 // at-least-once delivery are dropped by id).
 //
-// Per connection there is one reader goroutine (the HTTP handler's, after the
-// upgrade) and one writer goroutine. Deliver encodes an alert once, as a
-// websocket.PreparedMessage, and offers it to each client's bounded queue
-// without blocking; a client whose queue is full is closed as too slow
-// rather than stalling the others.
+// Per connection there is one reader goroutine and one writer goroutine.
+// Deliver encodes an alert once, as a websocket.PreparedMessage, and offers
+// it to each client's bounded queue without blocking; a client whose queue
+// is full is closed as too slow rather than stalling the others.
 //
-// The wire protocol is documented in docs/protocol.md.
+// The wire protocol is in internal/protocol and docs/protocol.md.
 package hub

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/skywatch-dev/skywatch/internal/protocol"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,14 +15,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/skywatch-dev/skywatch/internal/testkit"
+
+	"github.com/skywatch-dev/skywatch/internal/protocol"
+
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
 
-// waitFor bounds every wait in these tests. It is a hang detector, not a
-// timing assertion: nothing here should take more than a fraction of it.
-const waitFor = 10 * time.Second
+// waitFor bounds every wait in these tests: the test kit's hang detector.
+const waitFor = testkit.Wait
 
 // loopback is the Publisher of a cluster of relays in one process: it hands
 // every published alert to each relay's Deliver, as the broker's
@@ -76,17 +78,17 @@ func (s *switchable) Publish(ctx context.Context, data []byte) error {
 	return s.loopback.Publish(ctx, data)
 }
 
-// testRelay is a relay served over real loopback TCP.
-type testRelay struct {
+// testHub is a relay served over real loopback TCP.
+type testHub struct {
 	*Hub
 	srv *httptest.Server
 	url string // ws://...
 	reg *prometheus.Registry
 }
 
-// startRelay serves a new relay with cfg. If pub is a *loopback (or embeds
+// startHub serves a new hub with cfg. If pub is a *loopback (or embeds
 // one) the relay joins it, so its clients' alerts come back through Deliver.
-func startRelay(t *testing.T, cfg Config, pub Publisher, opts ...func(*httptest.Server)) *testRelay {
+func startHub(t *testing.T, cfg Config, pub Publisher, opts ...func(*httptest.Server)) *testHub {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	cfg.Registerer = reg
@@ -109,29 +111,14 @@ func startRelay(t *testing.T, cfg Config, pub Publisher, opts ...func(*httptest.
 		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 		defer cancel()
 		if err := r.Close(ctx); err != nil {
-			t.Errorf("close relay: %v", err)
+			t.Errorf("close hub: %v", err)
 		}
 	})
-	return &testRelay{Hub: r, srv: srv, url: "ws" + strings.TrimPrefix(srv.URL, "http"), reg: reg}
+	return &testHub{Hub: r, srv: srv, url: "ws" + strings.TrimPrefix(srv.URL, "http"), reg: reg}
 }
 
-// frame is any server frame, decoded loosely.
-type frame struct {
-	Type     string          `json:"type"`
-	VM       string          `json:"vm"`
-	Region   string          `json:"region"`
-	Protocol int             `json:"protocol"`
-	Limits   protocol.Limits `json:"limits"`
-	ID       string          `json:"id"`
-	Text     string          `json:"text"`
-	Origin   protocol.Origin `json:"origin"`
-	SentAt   string          `json:"sent_at"`
-	Nonce    string          `json:"nonce"`
-	Code     string          `json:"code"`
-	Message  string          `json:"message"`
-}
-
-// dialer returns a gorilla Dialer; tweak may adjust it.
+// dial connects to url with header, using d (nil: a plain dialer), and
+// closes the connection when the test ends.
 func dial(t *testing.T, url string, header http.Header, d *websocket.Dialer) (*websocket.Conn, *http.Response, error) {
 	t.Helper()
 	if d == nil {
@@ -145,7 +132,7 @@ func dial(t *testing.T, url string, header http.Header, d *websocket.Dialer) (*w
 }
 
 // connect dials url, reads the hello frame, and returns both.
-func connect(t *testing.T, url string) (*websocket.Conn, frame) {
+func connect(t *testing.T, url string) (*websocket.Conn, testkit.Frame) {
 	t.Helper()
 	conn, _, err := dial(t, url, nil, nil)
 	if err != nil {
@@ -159,7 +146,7 @@ func connect(t *testing.T, url string) (*websocket.Conn, frame) {
 }
 
 // read reads one text frame and decodes it.
-func read(t *testing.T, conn *websocket.Conn) frame {
+func read(t *testing.T, conn *websocket.Conn) testkit.Frame {
 	t.Helper()
 	f, err := tryRead(conn)
 	if err != nil {
@@ -170,21 +157,7 @@ func read(t *testing.T, conn *websocket.Conn) frame {
 
 // tryRead is read for goroutines other than the test's, which must not call
 // t.Fatal.
-func tryRead(conn *websocket.Conn) (frame, error) {
-	var f frame
-	_ = conn.SetReadDeadline(time.Now().Add(waitFor))
-	typ, data, err := conn.ReadMessage()
-	if err != nil {
-		return f, err
-	}
-	if typ != websocket.TextMessage {
-		return f, fmt.Errorf("got message type %d, want text", typ)
-	}
-	if err := json.Unmarshal(data, &f); err != nil {
-		return f, fmt.Errorf("decode %s: %w", data, err)
-	}
-	return f, nil
-}
+func tryRead(conn *websocket.Conn) (testkit.Frame, error) { return testkit.ReadFrame(conn, waitFor) }
 
 func send(t *testing.T, conn *websocket.Conn, msg string) {
 	t.Helper()
@@ -196,9 +169,9 @@ func send(t *testing.T, conn *websocket.Conn, msg string) {
 
 // answer reads until the ack or error frame that answers nonce, and returns
 // it together with the alerts read meanwhile.
-func answer(t *testing.T, conn *websocket.Conn, nonce string) (frame, []frame) {
+func answer(t *testing.T, conn *websocket.Conn, nonce string) (testkit.Frame, []testkit.Frame) {
 	t.Helper()
-	var alerts []frame
+	var alerts []testkit.Frame
 	for {
 		f := read(t, conn)
 		switch f.Type {
@@ -216,7 +189,7 @@ func answer(t *testing.T, conn *websocket.Conn, nonce string) (frame, []frame) {
 }
 
 // alertWithID reads until the alert with id, unless it is already in seen.
-func alertWithID(t *testing.T, conn *websocket.Conn, id string, seen []frame) frame {
+func alertWithID(t *testing.T, conn *websocket.Conn, id string, seen []testkit.Frame) testkit.Frame {
 	t.Helper()
 	for _, f := range seen {
 		if f.ID == id {
@@ -266,18 +239,6 @@ func count(t *testing.T, c prometheus.Collector) float64 {
 	}
 	t.Fatalf("not a counter or gauge: %v", c)
 	return 0
-}
-
-// eventually polls cond until it holds or waitFor passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // alertJSON builds a valid broker message, as another VM would publish it.

@@ -3,7 +3,6 @@ package hub
 import (
 	"context"
 	"fmt"
-	"github.com/skywatch-dev/skywatch/internal/protocol"
 	"log/slog"
 	"math"
 	"net/http"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/skywatch-dev/skywatch/internal/protocol"
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
@@ -174,7 +175,7 @@ type Hub struct {
 // if pub is nil: a relay that cannot publish is a wiring bug.
 func New(cfg Config, pub Publisher) *Hub {
 	if pub == nil {
-		panic("relay: New with a nil Publisher")
+		panic("hub: New with a nil Publisher")
 	}
 	cfg.setDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -387,7 +388,7 @@ func (h *Hub) broadcast(pm *websocket.PreparedMessage) {
 	}
 }
 
-// Close shuts the relay down: new upgrades get 503, every client gets close
+// Close shuts the hub down: new upgrades get 503, every client gets close
 // 1012 "service restart" (browsers should reconnect, reaching another VM),
 // and Close waits for the connections' goroutines and in-flight publishes
 // until ctx is done. Then it drops whatever is left and returns ctx's error.
@@ -404,7 +405,7 @@ func (h *Hub) Close(ctx context.Context) error {
 	}
 	h.mu.Unlock()
 	if first {
-		h.log.Info("relay closing", "clients", len(clients))
+		h.log.Info("closing clients", "clients", len(clients))
 	}
 	for _, c := range clients {
 		c.shutdown(protocol.CloseRestart, protocol.CloseRestartReason)
@@ -426,6 +427,6 @@ func (h *Hub) Close(ctx context.Context) error {
 		for _, c := range clients {
 			_ = c.conn.Close()
 		}
-		return fmt.Errorf("close relay: %w", ctx.Err())
+		return fmt.Errorf("close hub: %w", ctx.Err())
 	}
 }

@@ -5,13 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/skywatch-dev/skywatch/internal/protocol"
 	"log/slog"
 	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/skywatch-dev/skywatch/internal/testkit"
+
+	"github.com/skywatch-dev/skywatch/internal/protocol"
 
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
@@ -60,18 +63,18 @@ func TestPublishTimeoutAndInflightBound(t *testing.T) {
 	})
 }
 
-func replyFrame(t *testing.T, c *client) frame {
+func replyFrame(t *testing.T, c *client) testkit.Frame {
 	t.Helper()
 	select {
 	case b := <-c.replies:
-		var f frame
+		var f testkit.Frame
 		if err := json.Unmarshal(b, &f); err != nil {
 			t.Fatal(err)
 		}
 		return f
 	default:
 		t.Fatal("no answer queued")
-		return frame{}
+		return testkit.Frame{}
 	}
 }
 
@@ -79,7 +82,7 @@ func replyFrame(t *testing.T, c *client) frame {
 // alert twice (a redelivery racing the original): every client gets every
 // alert exactly once.
 func TestConcurrentDeliver(t *testing.T) {
-	tr := startRelay(t, Config{QueueSize: 512}, &loopback{})
+	tr := startHub(t, Config{QueueSize: 512}, &loopback{})
 	const clients, senders, each = 8, 8, 25
 	conns := make([]*websocket.Conn, clients)
 	for i := range conns {
@@ -138,18 +141,18 @@ func TestConcurrentDeliver(t *testing.T) {
 // TestCloseGivesUpAtDeadline: a client that never answers the close frame
 // cannot hold Close past its context.
 func TestCloseGivesUpAtDeadline(t *testing.T) {
-	tr := startRelay(t, Config{}, &loopback{})
+	tr := startHub(t, Config{}, &loopback{})
 	connect(t, tr.url) // and never read again, so never answer the close
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if err := tr.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("close = %v, want the context's deadline (the client never answers)", err)
 	}
-	eventually(t, "the client to be dropped", func() bool { return tr.Clients() == 0 })
+	testkit.Eventually(t, "the client to be dropped", func() bool { return tr.Clients() == 0 })
 }
 
 func TestMetricsRegistered(t *testing.T) {
-	tr := startRelay(t, Config{}, &loopback{})
+	tr := startHub(t, Config{}, &loopback{})
 	conn, _ := connect(t, tr.url)
 	send(t, conn, `{"type":"alert","nonce":"m"}`)
 	answer(t, conn, "m")
@@ -208,7 +211,7 @@ func (h *recorder) Handle(_ context.Context, r slog.Record) error {
 
 func TestNormalCloseLoggedQuietly(t *testing.T) {
 	rec := &recorder{}
-	tr := startRelay(t, Config{Logger: slog.New(rec)}, &loopback{})
+	tr := startHub(t, Config{Logger: slog.New(rec)}, &loopback{})
 	conn, _ := connect(t, tr.url)
 	msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "tab closed")
 	if err := conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(waitFor)); err != nil {
@@ -217,7 +220,7 @@ func TestNormalCloseLoggedQuietly(t *testing.T) {
 	if ce := closeError(t, conn); ce.Code != websocket.CloseGoingAway {
 		t.Errorf("server answered %v, want the 1001 echoed", ce)
 	}
-	eventually(t, "the client to be gone", func() bool { return tr.Clients() == 0 })
+	testkit.Eventually(t, "the client to be gone", func() bool { return tr.Clients() == 0 })
 
 	rec.mu.Lock()
 	defer rec.mu.Unlock()

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"errors"
+
 	"github.com/skywatch-dev/skywatch/internal/protocol"
 
 	"github.com/prometheus/client_golang/prometheus"

@@ -15,7 +15,7 @@ import (
 )
 
 // BenchmarkFanOutPipe is BenchmarkFanOut without the kernel: each client is
-// a real *websocket.Conn, upgraded by Relay.ServeHTTP, but over net.Pipe,
+// a real *websocket.Conn, upgraded by Hub.ServeHTTP, but over net.Pipe,
 // and read in-process by a minimal frame counter that allocates nothing.
 // What is left is the relay's own path (Deliver, queues, writer wake-ups,
 // gorilla framing) plus an in-memory copy per client, so it isolates the
@@ -56,7 +56,7 @@ func BenchmarkFanOutPipe(b *testing.B) {
 	}
 }
 
-// upgradeOverPipe runs the WebSocket handshake of Relay.ServeHTTP on conn.
+// upgradeOverPipe runs the WebSocket handshake of Hub.ServeHTTP on conn.
 func upgradeOverPipe(b *testing.B, r *Hub, conn net.Conn) {
 	b.Helper()
 	req := httptest.NewRequest(http.MethodGet, "http://relay.test/ws", nil)
