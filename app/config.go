@@ -90,7 +90,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 			continue
 		}
 		if u, err := url.Parse(r); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("%s %q: want ws://host:port/ws or wss://...", names.EnvFallbackRelays, r))
+			errs = append(errs, fmt.Errorf("%s %q: want a ws:// or wss:// URL such as ws://localhost:8082/ws", names.EnvFallbackRelays, r))
 			continue
 		}
 		c.FallbackRelays = append(c.FallbackRelays, r)

@@ -136,8 +136,7 @@ func (h *Hub) logRefusedOrigin(req *http.Request) {
 	if len(h.cfg.AllowedOrigins) > 0 {
 		allowed = strings.Join(h.cfg.AllowedOrigins, ",")
 	}
-	h.log.Warn("websocket origin refused (403); to allow it, add it to "+names.EnvAllowedOrigins+
-		" (comma-separated, e.g. http://localhost:8081)",
+	h.log.Warn("websocket origin refused (403); to allow it, add it to "+names.EnvAllowedOrigins+" (comma-separated)",
 		"origin", origin, "allowed", allowed, "remote", req.RemoteAddr)
 }
 
