@@ -17,6 +17,7 @@
   const MAX_SHOWN = 100;
   const MIN_BACKOFF = 250, MAX_BACKOFF = 5000;
   const FRESH_MS = 4000;      // how long a new alert stands out
+  const STABLE_MS = 10000;    // a connection that lived this long resets the backoff
   const TITLE = document.title;
 
   const $ = (id) => document.getElementById(id);
@@ -32,7 +33,6 @@
     conn: "connecting",   // connecting | open | reconnecting | closed
     ready: true,          // from the relay's status frames; true until told otherwise
     reason: "",           // why the last connection ended, in words
-    retryIn: 0,           // ms until the next attempt, while reconnecting
     vm: "", region: "",
     pending: null,        // {nonce, text} of the alert waiting for its answer
     everOpen: false,
@@ -44,48 +44,40 @@
     return model.conn === "open" ? (model.ready ? "open" : "degraded") : model.conn;
   }
 
+  // setText changes an element's text only when it differs: the status is a
+  // live region, and screen readers announce every change.
+  function setText(el, text) {
+    if (el.textContent !== text) el.textContent = text;
+  }
+
+  const words = {
+    connecting: () => "Connecting…",
+    open: () => "Connected",
+    degraded: () => "Connected, but alerts cannot be sent or received right now",
+    reconnecting: () => "Reconnecting: " + model.reason + "…",
+    closed: () => "Disconnected: " + model.reason + ". Reload the page to try again.",
+  };
+
   function render() {
     const st = state();
     statusEl.dataset.state = st;
-    switch (st) {
-      case "connecting":
-        statusEl.textContent = "Connecting…";
-        break;
-      case "open":
-        statusEl.textContent = "Connected";
-        break;
-      case "degraded":
-        statusEl.textContent = "Connected, but alerts cannot be sent or received right now";
-        break;
-      case "reconnecting":
-        statusEl.textContent = "Reconnecting: " + model.reason +
-          (model.retryIn ? ". Trying again in " + (model.retryIn / 1000).toFixed(1) + " s…" : "…");
-        break;
-      case "closed":
-        statusEl.textContent = "Disconnected: " + model.reason + ". Reload the page to try again.";
-        break;
-    }
-    if (model.conn === "open") {
-      vmEl.dataset.vm = model.vm;
-      vmEl.textContent = "Connected to VM " + model.vm + " in " + model.region;
-    } else {
-      vmEl.dataset.vm = "";
-      vmEl.textContent = "Not connected to a VM";
-    }
+    setText(statusEl, words[st]());
+    vmEl.dataset.vm = model.conn === "open" ? model.vm : "";
+    setText(vmEl, model.conn === "open" ? "Connected to VM " + model.vm + " in " + model.region : "Not connected to a VM");
     if (model.pending) {
       send.disabled = true;
-      send.textContent = "Sending…";
+      setText(send, "Sending…");
     } else if (st === "open") {
       send.disabled = false;
-      send.textContent = "Alert everyone";
+      setText(send, "Alert everyone");
     } else if (st === "degraded") {
       // Sending may still work (the relay publishes even when its own
       // subscription is down), so the button stays, and says what to expect.
       send.disabled = false;
-      send.textContent = "Alerts are not getting through right now: try anyway";
+      setText(send, "Alerts are not getting through right now: try anyway");
     } else {
       send.disabled = true;
-      send.textContent = "Not connected: waiting for the server";
+      setText(send, "Not connected: waiting for the server");
     }
   }
 
@@ -93,14 +85,11 @@
 
   // ---- the connection ---------------------------------------------------
 
-  let ws = null, idx = 0, failures = 0, timer = 0, countdown = 0;
+  let ws = null, idx = 0, failures = 0, openedAt = 0;
 
   function connect() {
-    clearTimeout(timer);
-    clearInterval(countdown);
     const url = candidates[idx];
     if (model.conn !== "reconnecting") model.conn = "connecting";
-    model.retryIn = 0;
     render();
     let sock;
     try {
@@ -141,6 +130,7 @@
 
   function lost(code, opened) {
     const wasOpen = model.conn === "open";
+    if (wasOpen && Date.now() - openedAt > STABLE_MS) failures = 0;
     // A failed attempt keeps the reason the live connection ended with: a
     // restarting server that refuses the next attempts is still restarting.
     if (wasOpen || opened || !model.everOpen) model.reason = closeWords(code, opened);
@@ -165,11 +155,8 @@
     // After 1012 with nowhere else to go, give the proxy a moment to route
     // to a running VM (0.5–2 s, as docs/protocol.md suggests).
     if (code === 1012 && candidates.length === 1) wait = Math.max(wait, 500 + Math.random() * 1500);
-    model.retryIn = wait;
     render();
-    const until = Date.now() + wait;
-    countdown = setInterval(() => { model.retryIn = Math.max(0, until - Date.now()); render(); }, 500);
-    timer = setTimeout(connect, wait);
+    setTimeout(connect, wait);
   }
 
   // ---- frames from the relay --------------------------------------------
@@ -177,7 +164,7 @@
   // handlers has one entry per frame type the page understands.
   const handlers = {
     hello(m) {
-      failures = 0;
+      openedAt = Date.now();
       if (m.limits && m.limits.text) input.maxLength = m.limits.text;
       for (const r of Array.isArray(m.relays) ? m.relays : []) {
         if (typeof r === "string" && /^wss?:\/\/[^\s/?#]+\//.test(r) && !candidates.includes(r)) candidates.push(r);
