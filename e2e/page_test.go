@@ -296,6 +296,10 @@ func TestPageNarrow(t *testing.T) {
 	long := strings.Repeat("W", 280)
 	sender.sendAlert(t, long, "long")
 	p.waitAlert(t, arrival)
+	// Screenshots of the settled card, not of its arrival animation.
+	if _, err := poll[bool](p, 10*time.Second, `!document.querySelector('#alerts li.fresh')`); err != nil {
+		t.Fatalf("%s: the alert is still marked fresh after 10 s: %v", p.name, err)
+	}
 
 	for _, size := range [][2]int64{{320, 640}, {390, 844}} {
 		p.emulate(t, size[0], size[1], nil)
