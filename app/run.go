@@ -159,6 +159,9 @@ func newRelay(ctx context.Context, cfg config, id relayID, b broker.Broker, log 
 		Name:   names.Subscription(cfg.SubPrefix, id.VM),
 		Logger: log,
 	}, h.Deliver)
+	// Not ready until the feed receives: said before the server listens, so
+	// even the first client hears it.
+	h.SetReady(f.Ready())
 	go h.FollowReadiness(ctx, f.Ready, readinessPoll)
 	return server.New(server.Config{Hub: h, Feed: f, Metrics: reg, Logger: log})
 }
