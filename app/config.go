@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +29,9 @@ type config struct {
 	SubPrefix      string
 	Credentials    []byte // service-account key JSON; never logged
 	AllowedOrigins []string
+	// FallbackRelays are other relays' WebSocket URLs the page may fail
+	// over to (several relays on one machine; unset on Fly).
+	FallbackRelays []string
 	RateLimit      rate.Limit
 	RateBurst      int
 	// PublishTimeout bounds one publish, in the hub and in the Pub/Sub
@@ -80,6 +84,16 @@ func loadConfig(getenv func(string) string) (config, error) {
 		if o = strings.TrimSpace(o); o != "" {
 			c.AllowedOrigins = append(c.AllowedOrigins, strings.TrimRight(o, "/"))
 		}
+	}
+	for _, r := range strings.Split(getenv(names.EnvFallbackRelays), ",") {
+		if r = strings.TrimSpace(r); r == "" {
+			continue
+		}
+		if u, err := url.Parse(r); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("%s %q: want a ws:// or wss:// URL such as ws://localhost:8082/ws", names.EnvFallbackRelays, r))
+			continue
+		}
+		c.FallbackRelays = append(c.FallbackRelays, r)
 	}
 	if v := getenv(names.EnvAlertRate); v != "" {
 		f, err := strconv.ParseFloat(v, 64)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,7 +38,7 @@ const shutdownBudget = 8 * time.Second
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(stdout)
-	dev := fs.Bool("dev", false, "run three relays on one embedded broker (see -dev-ports)")
+	dev := fs.Bool("dev", false, "run three relays on one embedded broker (see -dev-ports); type a VM's number and Enter to stop or restart it")
 	devPorts := fs.String("dev-ports", "8081,8082,8083", "comma-separated ports for -dev")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -49,7 +51,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	log := newLogger(stdout, cfg.LogFormat)
 
 	if *dev {
-		return runDev(ctx, cfg, log, *devPorts)
+		// The terminal is the dev's remote control: stopping one VM is how
+		// failover is tried locally.
+		return runDev(ctx, cfg, log, *devPorts, os.Stdin)
 	}
 
 	if cfg.allocGenerated {
@@ -65,7 +69,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := newRelay(cfg, relayID{VM: cfg.AllocID, Region: cfg.Region, Origins: cfg.AllowedOrigins}, b, log)
+	srv := newRelay(ctx, cfg, relayID{VM: cfg.AllocID, Region: cfg.Region, Origins: cfg.AllowedOrigins, Relays: cfg.FallbackRelays}, b, log)
 	return serve(ctx, []*server.Server{srv}, []net.Listener{ln})
 }
 
@@ -118,11 +122,20 @@ func openBroker(ctx context.Context, cfg config, log *slog.Logger) (broker.Broke
 type relayID struct {
 	VM, Region string
 	Origins    []string // browser origins allowed to connect
+	Relays     []string // other relays' sockets, listed in the hello for the page's failover
 }
 
+// readinessPoll is how often the hub asks the feed whether it is receiving,
+// to tell clients when that changes. The feed itself notices an outage only
+// every couple of seconds, so polling faster would buy nothing.
+const readinessPoll = 250 * time.Millisecond
+
 // newRelay builds one relay's parts, each once and with its final
-// configuration: its metrics registry, hub, feed and server.
-func newRelay(cfg config, id relayID, b broker.Broker, log *slog.Logger) *server.Server {
+// configuration: its metrics registry, hub, feed and server. Until ctx is
+// done the hub tells its clients when the feed's readiness changes; it stops
+// then, so clients are not told "not ready" by the shutdown that closes them
+// with 1012 a moment later.
+func newRelay(ctx context.Context, cfg config, id relayID, b broker.Broker, log *slog.Logger) *server.Server {
 	log = log.With("vm", id.VM, "region", id.Region)
 	// A registry per relay, not the global one: `make dev` runs three relays
 	// in one process and each must report its own figures.
@@ -135,6 +148,7 @@ func newRelay(cfg config, id relayID, b broker.Broker, log *slog.Logger) *server
 		VM:             id.VM,
 		Region:         id.Region,
 		AllowedOrigins: id.Origins,
+		Relays:         id.Relays,
 		RateLimit:      cfg.RateLimit,
 		RateBurst:      cfg.RateBurst,
 		PublishTimeout: cfg.PublishTimeout,
@@ -145,17 +159,25 @@ func newRelay(cfg config, id relayID, b broker.Broker, log *slog.Logger) *server
 		Name:   names.Subscription(cfg.SubPrefix, id.VM),
 		Logger: log,
 	}, h.Deliver)
+	// Not ready until the feed receives: said before the server listens, so
+	// even the first client hears it.
+	h.SetReady(f.Ready())
+	go h.FollowReadiness(ctx, f.Ready, readinessPoll)
 	return server.New(server.Config{Hub: h, Feed: f, Metrics: reg, Logger: log})
 }
 
 // runDev runs three relays ("VMs") on one embedded broker in one process,
 // so a newcomer can open two ports in two tabs and watch an alert cross.
-func runDev(ctx context.Context, cfg config, log *slog.Logger, ports string) error {
+// Every VM allows the others' pages and lists the others in its hello, so a
+// page fails over when its VM stops. Typing a VM's number and Enter on in
+// stops that VM (with the same ordered shutdown as SIGTERM: its pages get
+// 1012) or starts it again.
+func runDev(ctx context.Context, cfg config, log *slog.Logger, ports string, in io.Reader) error {
 	regions := []string{"ams", "iad", "syd", "gru", "nrt"}
-	var lns []net.Listener
+	var vms []*devVM
 	closeAll := func() {
-		for _, ln := range lns {
-			ln.Close()
+		for _, v := range vms {
+			v.ln.Close()
 		}
 	}
 	var origins, sockets []string
@@ -170,28 +192,104 @@ func runDev(ctx context.Context, cfg config, log *slog.Logger, ports string) err
 			closeAll()
 			return fmt.Errorf("listen: %w", err)
 		}
-		lns = append(lns, ln)
 		port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+		vms = append(vms, &devVM{ln: ln, port: port})
 		origins = append(origins, "http://localhost:"+port, "http://127.0.0.1:"+port)
 		sockets = append(sockets, "ws://localhost:"+port+"/ws")
 	}
 
 	b := mempubsub.New(mempubsub.Config{})
-	log.Info("dev mode: relays on one embedded broker", "relays", len(lns))
-	srvs := make([]*server.Server, len(lns))
-	for i, ln := range lns {
-		id := relayID{VM: fmt.Sprintf("dev-%d", i+1), Region: regions[i%len(regions)], Origins: origins}
-		srvs[i] = newRelay(cfg, id, b, log)
-		port := ln.Addr().(*net.TCPAddr).Port
+	log.Info("dev mode: relays on one embedded broker; type a VM's number and Enter to stop or restart it", "relays", len(vms))
+	for i, v := range vms {
 		others := make([]string, 0, len(sockets)-1)
 		for j, s := range sockets {
 			if j != i {
 				others = append(others, s)
 			}
 		}
-		log.Info("open in a browser", "vm", id.VM, "url", fmt.Sprintf("http://localhost:%d/?relays=%s", port, strings.Join(others, ",")))
+		v.id = relayID{VM: fmt.Sprintf("dev-%d", i+1), Region: regions[i%len(regions)], Origins: origins, Relays: others}
+		log.Info("open in a browser", "vm", v.id.VM, "key", i+1, "url", "http://localhost:"+v.port+"/")
+		v.start(ctx, cfg, b, log)
 	}
-	return serve(ctx, srvs, lns)
+
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(in)
+		for sc.Scan() {
+			select {
+			case lines <- strings.TrimSpace(sc.Text()):
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			var errs []error
+			for _, v := range vms {
+				errs = append(errs, v.wait())
+			}
+			return errors.Join(errs...)
+		case line := <-lines:
+			n, err := strconv.Atoi(line)
+			if err != nil || n < 1 || n > len(vms) {
+				log.Info("dev mode: type a VM's number (1 to " + strconv.Itoa(len(vms)) + ") and Enter to stop or restart it")
+				continue
+			}
+			v := vms[n-1]
+			if v.running() {
+				log.Info("dev mode: stopping", "vm", v.id.VM)
+				v.stop()
+				if err := v.wait(); err != nil {
+					log.Warn("dev mode: stop", "vm", v.id.VM, "err", err)
+				}
+				log.Info("dev mode: stopped; type its number again to restart it", "vm", v.id.VM, "key", n)
+				continue
+			}
+			ln, err := net.Listen("tcp", ":"+v.port)
+			if err != nil {
+				log.Warn("dev mode: restart", "vm", v.id.VM, "err", err)
+				continue
+			}
+			v.ln = ln
+			v.start(ctx, cfg, b, log)
+			log.Info("dev mode: started again", "vm", v.id.VM)
+		}
+	}
+}
+
+// devVM is one relay of dev mode, which the terminal can stop and restart
+// on the same port.
+type devVM struct {
+	id   relayID
+	port string
+	ln   net.Listener
+
+	stop context.CancelFunc // nil while stopped
+	done chan error
+}
+
+// start serves the VM on v.ln until ctx is done or stop is called, then
+// shuts it down within the usual budget.
+func (v *devVM) start(ctx context.Context, cfg config, b broker.Broker, log *slog.Logger) {
+	vctx, cancel := context.WithCancel(ctx)
+	srv := newRelay(vctx, cfg, v.id, b, log)
+	v.stop, v.done = cancel, make(chan error, 1)
+	go func() { v.done <- serve(vctx, []*server.Server{srv}, []net.Listener{v.ln}) }()
+}
+
+func (v *devVM) running() bool { return v.stop != nil }
+
+// wait waits until a started VM has shut down, and returns how it went.
+func (v *devVM) wait() error {
+	if v.stop == nil {
+		return nil
+	}
+	err := <-v.done
+	v.stop()
+	v.stop = nil
+	return err
 }
 
 func newLogger(w io.Writer, format string) *slog.Logger {

@@ -194,15 +194,19 @@ func (p *page) screenshot(t *testing.T, name string) {
 // TestBrowser drives the real page in headless Chromium: the red button on
 // one VM's page makes the alert appear on another VM's page (and reach a
 // Go client on a third VM with the same id), and when a page's VM stops,
-// its status shows the loss and then recovers on the next VM of ?relays=,
-// where the button works again.
+// its status says why in words and then recovers on the next VM its hello
+// listed, where the button works again. A crafted ?relays= in the page's
+// URL is ignored: the page never tries that socket.
 func TestBrowser(t *testing.T) {
 	browser := newBrowser(t) // first: no point starting VMs without a browser
 	c := newCluster(t, sharedEmulator(t), 3)
 	vm1, vm2, vm3 := c.vms[0], c.vms[1], c.vms[2]
+	evil := newTrap(t)
 
-	a := openPage(t, browser, "page A on "+vm1.name, vm1.URL("/?relays="+vm2.WS("")+","+vm3.WS("")))
-	b := openPage(t, browser, "page B on "+vm2.name, vm2.URL("/?relays="+vm3.WS("")+","+vm1.WS("")))
+	// The query is what an attacker's link would carry; the page must not
+	// take fallbacks from it (issue 13).
+	a := openPage(t, browser, "page A on "+vm1.name, vm1.URL("/?relays="+evil.wsURL()))
+	b := openPage(t, browser, "page B on "+vm2.name, vm2.URL("/"))
 	a.waitConnected(t, vm1, arrival)
 	b.waitConnected(t, vm2, arrival)
 	witness := dial(t, vm3, "witness")
@@ -227,9 +231,10 @@ func TestBrowser(t *testing.T) {
 	// Page A's VM stops: the status leaves "open", then the page is back,
 	// connected to the next VM in its list.
 	if _, err := poll[bool](a, 10*time.Second, `(() => {
-		window.__states = [];
-		new MutationObserver(() => window.__states.push(document.querySelector('#status').dataset.state))
-			.observe(document.querySelector('#status'), {attributes: true, attributeFilter: ['data-state']});
+		window.__states = []; window.__texts = [];
+		const st = document.querySelector('#status');
+		new MutationObserver(() => { window.__states.push(st.dataset.state); window.__texts.push(st.textContent); })
+			.observe(st, {attributes: true, childList: true, characterData: true, subtree: true});
 		return true;
 	})()`); err != nil {
 		t.Fatalf("%s: install the status recorder: %v", a.name, err)
@@ -239,10 +244,17 @@ func TestBrowser(t *testing.T) {
 	}
 	a.waitConnected(t, vm2, arrival)
 	states, err := poll[[]string](a, 5*time.Second, `window.__states`)
-	if err != nil || !containsAny(states, "closed", "connecting") {
-		t.Errorf("%s: while its VM stopped, want #status to leave open (closed or connecting), saw %v (%v)", a.name, states, err)
+	if err != nil || !containsAny(states, "reconnecting") {
+		t.Errorf("%s: while its VM stopped, want #status to leave open (reconnecting), saw %v (%v)", a.name, states, err)
 	}
 	t.Logf("%s: status went %v", a.name, states)
+	texts, err := poll[[]string](a, 5*time.Second, `window.__texts`)
+	if err != nil || !containsSubstring(texts, "the server is restarting") {
+		t.Errorf("%s: after SIGTERM (close 1012) want the status to say \"the server is restarting\", saw %q (%v)", a.name, texts, err)
+	}
+	if n := evil.attempts(); n != 0 {
+		t.Errorf("%s: the page opened %d connections to the relay named in its URL's ?relays=; want none", a.name, n)
+	}
 	a.screenshot(t, "browser-reconnected.png")
 
 	// The button works from the new VM.
@@ -255,6 +267,15 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("%s: alert %s sent after reconnecting: want origin vm %s (page A's new VM), got %s", witness, id2, vm2.alloc, f2)
 	}
 	b.screenshot(t, "browser-after-reconnect.png")
+}
+
+func containsSubstring(ss []string, sub string) bool {
+	for _, s := range ss {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
 }
 
 func containsAny(ss []string, want ...string) bool {

@@ -28,7 +28,14 @@
 //     crashes nothing, and the VMs recover alone when the broker returns;
 //   - bad input gets the documented error or close code and harms no one else;
 //   - in the browser, the red button on one VM's page shows the alert on
-//     another VM's page, and the page follows its VM going away.
+//     another VM's page, and the page follows its VM going away to a VM its
+//     hello listed, never to one named in its URL;
+//   - the page tells the truth (page_test.go): "degraded" within seconds of
+//     the emulator stopping and back when it returns, typed text kept after
+//     a failed send, "the server is restarting" on close 1012, an unread
+//     count in a hidden tab's title, no sideways scroll at 320 px with a
+//     280-character word, WCAG AA contrast in light and dark mode, a visible
+//     focus ring, labels and roles; a screenshot of each state.
 //
 // How to run it (from the repository root):
 //

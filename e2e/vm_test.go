@@ -58,7 +58,16 @@ func newCluster(t *testing.T, emu emulator, n int) *cluster {
 		origins = append(origins, v.Origin())
 	}
 	for _, v := range c.vms {
+		// And each VM names the others in its hello, the only place a page
+		// takes fallback relays from.
+		var others []string
+		for _, o := range c.vms {
+			if o != v {
+				others = append(others, o.WS(""))
+			}
+		}
 		v.Env = map[string]string{
+			names.EnvFallbackRelays: strings.Join(others, ","),
 			names.EnvPort:           v.port(),
 			names.EnvAllocID:        v.alloc,
 			names.EnvRegion:         v.region,

@@ -42,6 +42,12 @@ type Config struct {
 	// credentials from other sites, which non-browsers do not carry.
 	AllowedOrigins []string
 
+	// Relays lists other relays' WebSocket URLs (ws:// or wss://), sent in
+	// the hello so a page can fail over to them. Only for several relays on
+	// one machine (make dev, the e2e suite); on Fly the page's own origin
+	// reaches another VM. Default none.
+	Relays []string
+
 	// ReadLimit is the largest client frame in bytes; a larger one closes
 	// the connection with 1009. Default 4096: a 280-character text in which
 	// every character is \u-escaped as a surrogate pair (3360 bytes) plus a
@@ -166,6 +172,7 @@ type Hub struct {
 	mu      sync.RWMutex
 	clients map[*client]struct{}
 	closing bool
+	status  status // readiness sent to clients; see status.go
 	// wg counts registered connections and in-flight publishes, so Close
 	// can wait for both.
 	wg sync.WaitGroup
@@ -215,6 +222,7 @@ func New(cfg Config, pub Publisher) *Hub {
 			Burst: cfg.RateBurst,
 		},
 		PingIntervalMS: h.pingPeriod.Milliseconds(),
+		Relays:         cfg.Relays,
 	}
 	if lim := float64(cfg.RateLimit); !math.IsInf(lim, 1) {
 		hello.Limits.Rate = &lim
@@ -271,7 +279,11 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if err != nil {
 		// The upgrader has answered with an HTTP error (403 for a foreign
 		// origin, 400 for a bad handshake).
-		h.log.Info("upgrade refused", "remote", req.RemoteAddr, "origin", req.Header.Get("Origin"), "err", err)
+		if !h.checkOrigin(req) {
+			h.logRefusedOrigin(req)
+			return
+		}
+		h.log.Info("upgrade refused", "remote", req.RemoteAddr, "err", err)
 		return
 	}
 	c := newClient(h, conn, req.RemoteAddr)
@@ -311,6 +323,7 @@ func (h *Hub) register(c *client) bool {
 		return false
 	}
 	h.clients[c] = struct{}{}
+	h.greetStatus(c)
 	h.wg.Add(1)
 	h.m.connections.Inc()
 	return true

@@ -34,6 +34,9 @@ const (
 	EnvAlertRate          = "ALERT_RATE"
 	EnvAlertBurst         = "ALERT_BURST"
 	EnvLogFormat          = "LOG_FORMAT"
+	// EnvFallbackRelays lists other relays' WebSocket URLs the page may fail
+	// over to, for several relays on one machine (on Fly leave it unset).
+	EnvFallbackRelays = "FALLBACK_RELAYS"
 )
 
 // Pub/Sub's rules for topic and subscription IDs: a letter first, then

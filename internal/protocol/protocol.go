@@ -37,6 +37,9 @@ const (
 	TypeAlert = "alert"
 	TypeAck   = "ack"
 	TypeError = "error"
+	// TypeStatus is added within v1: clients that do not know it ignore it
+	// (docs/protocol.md, "Frames").
+	TypeStatus = "status"
 )
 
 // Error codes sent in error frames.
@@ -92,6 +95,10 @@ type Hello struct {
 	// nothing (no frame, no ping) for much longer can assume the connection
 	// is dead and reconnect.
 	PingIntervalMS int64 `json:"ping_interval_ms"`
+	// Relays lists other relays' WebSocket URLs a page may fail over to.
+	// Only local multi-process setups (make dev, the e2e suite) set it: on
+	// Fly the page's own origin reaches another VM. Added within v1.
+	Relays []string `json:"relays,omitempty"`
 }
 
 // Limits tells clients what the server accepts, so a page can enforce them
@@ -119,6 +126,15 @@ type Error struct {
 	Code    string `json:"code"`
 	Nonce   string `json:"nonce,omitempty"`
 	Message string `json:"message"`
+}
+
+// Status tells clients whether the relay can deliver alerts right now (its
+// subscription is receiving). It is sent when that changes, and right after
+// the hello if the relay is not ready when the client connects; a client that
+// has seen no status frame assumes ready. Added within v1.
+type Status struct {
+	Type  string `json:"type"` // always "status"
+	Ready bool   `json:"ready"`
 }
 
 // NewID returns 128 random bits as 32 lowercase hex digits. crypto/rand so

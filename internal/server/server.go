@@ -65,7 +65,7 @@ func New(cfg Config) *Server {
 // Handler lists every route.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	page := web.Handler()
+	page := web.Handler(s.hub.Relays()...)
 	mux.Handle("GET /{$}", page)
 	mux.Handle("GET /static/", page)
 	mux.Handle("GET /ws", s.hub)

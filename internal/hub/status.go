@@ -1,0 +1,145 @@
+package hub
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/skywatch-dev/skywatch/internal/names"
+	"github.com/skywatch-dev/skywatch/internal/protocol"
+)
+
+// status is the readiness the hub has told its clients. A hub starts ready:
+// one that nobody tells otherwise (tests, or a broker without a feed) sends
+// no status frames at all, so v1 clients see exactly the frames they did.
+type status struct {
+	// mu orders SetReady calls, so the frames reach clients in the order the
+	// changes happened. down itself is guarded by Hub.mu, because register
+	// reads it while adding a client.
+	mu   sync.Mutex
+	down bool
+}
+
+var (
+	readyFrame    = prepare(protocol.Status{Type: protocol.TypeStatus, Ready: true})
+	notReadyFrame = prepare(protocol.Status{Type: protocol.TypeStatus, Ready: false})
+)
+
+// SetReady tells every client whether this relay can deliver alerts right
+// now, with a status frame, when that changes. A page uses it to say
+// "connected, but alerts cannot get through" before anyone presses the
+// button. Clients that connect while the relay is not ready get the frame
+// right after their hello. Like Deliver it never blocks on a client.
+func (h *Hub) SetReady(ready bool) {
+	h.status.mu.Lock()
+	defer h.status.mu.Unlock()
+	h.mu.Lock()
+	changed := h.status.down == ready
+	h.status.down = !ready
+	h.mu.Unlock()
+	if !changed {
+		return
+	}
+	h.log.Info("readiness sent to clients", "ready", ready)
+	pm := readyFrame
+	if !ready {
+		pm = notReadyFrame
+	}
+	// A client that registers between the change above and this loop gets
+	// the frame twice (once from greetStatus); the same frame twice is
+	// harmless, a missed one would not be.
+	h.offer(pm)
+}
+
+// Ready reports the readiness last given to SetReady (true if never).
+func (h *Hub) Ready() bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return !h.status.down
+}
+
+// FollowReadiness calls SetReady with ready() now and then every interval
+// until ctx is done. The feed knows its readiness but announces no changes,
+// so the wiring polls it; a cheap atomic load, and the feed itself only
+// notices an outage every few seconds.
+func (h *Hub) FollowReadiness(ctx context.Context, ready func() bool, interval time.Duration) {
+	h.SetReady(ready())
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			h.SetReady(ready())
+		}
+	}
+}
+
+// greetStatus queues the not-ready frame for a client being registered
+// while the relay is not ready. Called with h.mu held, right after the
+// hello was queued, so the queue has room.
+func (h *Hub) greetStatus(c *client) {
+	if !h.status.down {
+		return
+	}
+	select {
+	case c.send <- notReadyFrame:
+	default:
+	}
+}
+
+// offer gives pm to every client's queue without blocking, as broadcast does
+// for alerts, but without counting it as an alert delivered.
+func (h *Hub) offer(pm *websocket.PreparedMessage) {
+	var dropped, slow int
+	h.mu.RLock()
+	for c := range h.clients {
+		select {
+		case c.send <- pm:
+			continue
+		default:
+		}
+		if c.isDone() {
+			continue
+		}
+		dropped++
+		if c.shutdown(protocol.CloseTooSlow, protocol.CloseTooSlowReason) {
+			slow++
+		}
+	}
+	h.mu.RUnlock()
+	if dropped > 0 {
+		h.m.dropped.Add(float64(dropped))
+		h.m.slowCloses.Add(float64(slow))
+	}
+}
+
+// maxLoggedOrigin bounds how much of a refused Origin header is logged: it
+// comes from the request, and a log line should not carry a megabyte of it.
+const maxLoggedOrigin = 120
+
+// logRefusedOrigin says which origin was refused and what to set to allow
+// it: without this line, a page served by one relay that opens another's
+// socket only sees "connection lost (1006)".
+func (h *Hub) logRefusedOrigin(req *http.Request) {
+	origin := req.Header.Get("Origin")
+	if len(origin) > maxLoggedOrigin {
+		origin = origin[:maxLoggedOrigin] + "…"
+	}
+	origin = strings.ToValidUTF8(origin, "?")
+	allowed := "only the relay's own host"
+	if len(h.cfg.AllowedOrigins) > 0 {
+		allowed = strings.Join(h.cfg.AllowedOrigins, ",")
+	}
+	h.log.Warn("websocket origin refused (403); to allow it, add it to "+names.EnvAllowedOrigins+" (comma-separated)",
+		"origin", origin, "allowed", allowed, "remote", req.RemoteAddr)
+}
+
+// Relays returns the fallback relays listed in the hello (Config.Relays),
+// so the page's content security policy can allow exactly those.
+func (h *Hub) Relays() []string { return append([]string(nil), h.cfg.Relays...) }
