@@ -168,29 +168,27 @@ type request struct {
 	Type, Text, Nonce json.RawMessage
 }
 
-// errDuplicate is a key sent twice in one object.
-var errDuplicate = errors.New("duplicate key")
-
 // parseObject reads one JSON object, strictly as the protocol says: keys
 // match exactly (lowercase; encoding/json would also take "TYPE"), a known
 // key sent twice is an error (encoding/json keeps the last, so
 // {"type":"hello","type":"alert"} would pass as an alert), and nothing may
-// follow the object. Unknown keys are skipped.
-func parseObject(data []byte) (request, error) {
-	var req request
+// follow the object. Unknown keys are skipped. dup is the first known key
+// seen twice, if any (the first value is kept, so a good nonce can still be
+// echoed).
+func parseObject(data []byte) (req request, dup string, err error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return req, errors.New("not a JSON object")
+		return req, "", errors.New("not a JSON object")
 	}
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return req, err
+			return req, "", err
 		}
 		key, _ := tok.(string) // inside an object, Token returns keys as strings
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
-			return req, err
+			return req, "", err
 		}
 		var field *json.RawMessage
 		switch key {
@@ -204,17 +202,20 @@ func parseObject(data []byte) (request, error) {
 			continue
 		}
 		if *field != nil {
-			return req, fmt.Errorf("%w %q", errDuplicate, key)
+			if dup == "" {
+				dup = key
+			}
+			continue
 		}
 		*field = raw
 	}
 	if _, err := dec.Token(); err != nil { // the closing brace
-		return req, err
+		return req, "", err
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return req, errors.New("data after the object")
+		return req, "", errors.New("data after the object")
 	}
-	return req, nil
+	return req, dup, nil
 }
 
 // Rejection is a client error: it becomes an error frame and the connection
@@ -231,16 +232,19 @@ func (r *Rejection) Frame() Error {
 // ParseRequest validates an alert request and returns its text (the default
 // text if omitted) and nonce.
 func ParseRequest(data []byte) (text, nonce string, rej *Rejection) {
-	req, err := parseObject(data)
-	if errors.Is(err, errDuplicate) {
-		return "", "", &Rejection{Code: CodeInvalid, Message: "a key appears twice"}
-	}
+	req, dup, err := parseObject(data)
 	if err != nil {
 		return "", "", &Rejection{Code: CodeInvalid, Message: "frame is not a JSON object"}
+	}
+	if dup == "nonce" {
+		return "", "", &Rejection{Code: CodeInvalid, Message: "nonce appears twice"}
 	}
 	nonce, rej = parseNonce(req)
 	if rej != nil {
 		return "", "", rej
+	}
+	if dup != "" {
+		return "", "", &Rejection{Code: CodeInvalid, Nonce: nonce, Message: dup + " appears twice"}
 	}
 	if !present(req.Type) {
 		return "", "", &Rejection{Code: CodeInvalid, Nonce: nonce, Message: "type is missing"}
@@ -260,16 +264,19 @@ func ParseRequest(data []byte) (text, nonce string, rej *Rejection) {
 // optional text and nonce, by the same rules (and as strictly) as an alert
 // frame; type is not needed and, if sent, ignored.
 func ParsePublish(data []byte) (text, nonce string, rej *Rejection) {
-	req, err := parseObject(data)
-	if errors.Is(err, errDuplicate) {
-		return "", "", &Rejection{Code: CodeInvalid, Message: "a key appears twice"}
-	}
+	req, dup, err := parseObject(data)
 	if err != nil {
 		return "", "", &Rejection{Code: CodeInvalid, Message: "body is not a JSON object"}
+	}
+	if dup == "nonce" {
+		return "", "", &Rejection{Code: CodeInvalid, Message: "nonce appears twice"}
 	}
 	nonce, rej = parseNonce(req)
 	if rej != nil {
 		return "", "", rej
+	}
+	if dup != "" {
+		return "", "", &Rejection{Code: CodeInvalid, Nonce: nonce, Message: dup + " appears twice"}
 	}
 	text, rej = parseText(req, nonce)
 	return text, nonce, rej
