@@ -14,7 +14,7 @@ func FuzzFrameGuard(f *testing.F) {
 	f.Add(append(rawFrame(1, false, "{"), rawFrame(0, true, "}")...), uint8(1))
 	f.Add([]byte{0x81, 0xfe, 0x01, 0x00, 0, 0, 0, 0}, uint8(5))                // 16-bit length
 	f.Add([]byte{0x82, 0xff, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0}, uint8(9)) // 64-bit length
-	f.Add(append(rawFrame(1, false, ""), make([]byte, 200)...), uint8(6))    // empty continuations
+	f.Add(append(rawFrame(1, false, ""), make([]byte, 200)...), uint8(6))      // empty continuations
 	f.Fuzz(func(t *testing.T, data []byte, split uint8) {
 		whole := &guardedConn{frames: rate.NewLimiter(rate.Inf, 0)}
 		errWhole := whole.scan(data)

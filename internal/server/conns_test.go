@@ -59,7 +59,6 @@ func httpConns(t *testing.T, reg *prometheus.Registry) float64 {
 	return 0
 }
 
-
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
