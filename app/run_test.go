@@ -141,6 +141,7 @@ type frame struct {
 	Origin  struct {
 		VM     string `json:"vm"`
 		Region string `json:"region"`
+		Via    string `json:"via"`
 	} `json:"origin"`
 }
 
