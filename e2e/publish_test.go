@@ -1,0 +1,75 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/skywatch-dev/skywatch/internal/names"
+)
+
+// TestPublishCommand runs `skywatch publish` (the relay binary's
+// subcommand) against one relay's API: the alert reaches the page in
+// Chromium on another relay, with the id the command printed, and a Go
+// client there sees origin.via "api". A wrong token fails with 401. Tokens
+// travel only in the environment, never in arguments or logs.
+func TestPublishCommand(t *testing.T) {
+	browser := newBrowser(t)
+	tok := "e2e-token-" + randomHex(16)
+	// Every relay inherits the test's environment (vm.start), so this is
+	// how the cluster gets its PUBLISH_TOKENS.
+	t.Setenv(names.EnvPublishTokens, tok)
+	c := newCluster(t, sharedEmulator(t), 2)
+	vm1, vm2 := c.vms[0], c.vms[1]
+
+	p := openPage(t, browser, "page on "+vm2.name, vm2.url("/"))
+	p.waitConnected(t, vm2, arrival)
+	witness := dial(t, vm2, "witness")
+
+	publish := func(token string, args ...string) (stdout, stderr string, err error) {
+		cmd := exec.Command(relayBinary(t), append([]string{"publish", "-url", vm1.url("")}, args...)...)
+		cmd.Env = append(os.Environ(), names.EnvToken+"="+token)
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err = cmd.Run()
+		return strings.TrimSpace(out.String()), errOut.String(), err
+	}
+
+	text := "Build " + randomHex(3) + " finished"
+	id, stderr, err := publish(tok, text)
+	if err != nil || len(id) != 32 {
+		t.Fatalf("skywatch publish: %v, printed %q, stderr %q; want exit 0 and an alert id", err, id, stderr)
+	}
+	gotID, gotText := p.waitAlert(t, arrival)
+	if gotID != id || !strings.Contains(gotText, text) {
+		t.Errorf("%s shows alert %s %q, want %s %q", p.name, gotID, gotText, id, text)
+	}
+	f := witness.mustFrame(t, arrival, "the published alert", func(f frame) bool { return f.Type == "alert" && f.ID == id })
+	if f.Origin == nil || f.Origin.VM != vm1.alloc || !strings.Contains(f.raw, `"via":"api"`) {
+		t.Errorf("%s: alert %s, want origin vm %s via api", witness, f, vm1.alloc)
+	}
+	p.screenshot(t, "publish-command-alert.png")
+
+	// A wrong token: exit status 1, a 401 explained, nothing published.
+	out, stderr, err := publish("wrong-token-"+randomHex(8), "intruder")
+	if err == nil || out != "" || !strings.Contains(stderr, "401") {
+		t.Errorf("wrong token: %v, stdout %q, stderr %q; want exit 1 and a 401", err, out, stderr)
+	}
+	marker, _, err := publish(tok, "marker")
+	if err != nil {
+		t.Fatalf("marker: %v", err)
+	}
+	next := witness.mustFrame(t, arrival, "the marker", func(f frame) bool { return f.Type == "alert" && f.ID != id })
+	if next.ID != marker {
+		t.Errorf("%s: alert %s before the marker, want none: the wrong token published", witness, next)
+	}
+	for _, v := range c.vms {
+		if strings.Contains(v.log.String(), tok) {
+			t.Errorf("%s logged the token", v)
+		}
+	}
+}
