@@ -17,6 +17,10 @@
   const fallbacks = (new URLSearchParams(location.search).get("relays") || "")
     .split(",").map((s) => s.trim()).filter(Boolean);
   const candidates = [own, ...fallbacks.filter((u) => u !== own)];
+  // BROWSER_PUBLISH=signed: a page opened with ?token=... (minted by the
+  // site's backend, or `skywatch token`) passes it to every relay it tries.
+  const token = new URLSearchParams(location.search).get("token");
+  const withToken = (u) => token ? u + (u.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : u;
 
   const seen = new Set();   // alert ids shown, so a reconnect never shows one twice
   let ws = null, idx = 0, failures = 0;
@@ -32,7 +36,7 @@
     setStatus("connecting", "Connecting to " + url + "…");
     let sock;
     try {
-      sock = new WebSocket(url);
+      sock = new WebSocket(withToken(url));
     } catch (e) {
       retry("cannot open " + url);
       return;
