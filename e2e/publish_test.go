@@ -8,6 +8,9 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/skywatch-dev/skywatch/internal/names"
 )
@@ -70,6 +73,61 @@ func TestPublishCommand(t *testing.T) {
 	for _, v := range c.vms {
 		if strings.Contains(v.log.String(), tok) {
 			t.Errorf("%s logged the token", v)
+		}
+	}
+}
+
+// TestSignedBrowserPublish runs relays with BROWSER_PUBLISH=signed: the page
+// opened with ?token= from `skywatch token` publishes (its alert reaches a
+// page on another relay), and a page without one is told `forbidden` and
+// publishes nothing.
+func TestSignedBrowserPublish(t *testing.T) {
+	browser := newBrowser(t)
+	key := "e2e-signing-key-" + randomHex(16)
+	t.Setenv(names.EnvBrowserPublish, "signed")
+	t.Setenv(names.EnvSigningKey, key)
+	c := newCluster(t, sharedEmulator(t), 2)
+	vm1, vm2 := c.vms[0], c.vms[1]
+
+	cmd := exec.Command(relayBinary(t), "token", "-ttl", "5m")
+	cmd.Env = os.Environ() // PUBLISH_SIGNING_KEY from the environment, as the relays
+	out, err := cmd.Output()
+	tok := strings.TrimSpace(string(out))
+	if err != nil || !strings.HasPrefix(tok, "v1.") {
+		t.Fatalf("skywatch token: %v, printed %q", err, tok)
+	}
+
+	signed := openPage(t, browser, "signed page on "+vm1.name, vm1.url("/?token="+tok))
+	plain := openPage(t, browser, "page without a token on "+vm2.name, vm2.url("/"))
+	signed.waitConnected(t, vm1, arrival)
+	plain.waitConnected(t, vm2, arrival)
+	witness := dial(t, vm2, "witness")
+
+	if err := plain.do(20*time.Second, chromedp.Click(chromedp.CSS("#send"))); err != nil {
+		t.Fatalf("%s: click #send: %v", plain.name, err)
+	}
+	notice, err := poll[string](plain, 20*time.Second, `document.querySelector('#notice').textContent`)
+	if err != nil || !strings.Contains(notice, "token") {
+		t.Errorf("%s: #notice %q (%v), want the forbidden message about a token", plain.name, notice, err)
+	}
+
+	if err := signed.do(20*time.Second, chromedp.Click(chromedp.CSS("#send"))); err != nil {
+		t.Fatalf("%s: click #send: %v", signed.name, err)
+	}
+	id, _ := plain.waitAlert(t, arrival)
+	if idSigned, _ := signed.waitAlert(t, arrival); idSigned != id {
+		t.Errorf("%s shows %s, %s shows %s: want the signed page's alert on both, and nothing else", signed.name, idSigned, plain.name, id)
+	}
+	// The first alert anyone saw is the signed page's: the refused one was
+	// never published.
+	f := witness.mustFrame(t, arrival, "the first alert", func(f frame) bool { return f.Type == "alert" })
+	if f.ID != id || f.Origin == nil || f.Origin.VM != vm1.alloc {
+		t.Errorf("%s: first alert %s, want %s from the signed page's relay %s", witness, f, id, vm1.alloc)
+	}
+	plain.screenshot(t, "signed-alert-on-other-vm.png")
+	for _, v := range c.vms {
+		if strings.Contains(v.log.String(), key) || strings.Contains(v.log.String(), tok) {
+			t.Errorf("%s logged the signing key or a token", v)
 		}
 	}
 }
