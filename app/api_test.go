@@ -292,7 +292,7 @@ func TestConnectionsPerAddress(t *testing.T) {
 }
 
 func TestPublishConfigErrors(t *testing.T) {
-	for name, env := range map[string]map[string]string{
+	for name, vars := range map[string]map[string]string{
 		"unknown mode":         {"BROWSER_PUBLISH": "maybe"},
 		"signed without a key": {"BROWSER_PUBLISH": "signed"},
 		"short signing key":    {"BROWSER_PUBLISH": "signed", "PUBLISH_SIGNING_KEY": "short"},
@@ -304,12 +304,12 @@ func TestPublishConfigErrors(t *testing.T) {
 		"bad IP connections":   {"IP_MAX_CONNECTIONS": "x"},
 		"bad trust value":      {"TRUST_FLY_CLIENT_IP": "yes"},
 	} {
-		_, err := loadConfig(env_(env))
+		_, err := loadConfig(env(vars))
 		if err == nil {
 			t.Errorf("%s: accepted", name)
 			continue
 		}
-		for k, v := range env {
+		for k, v := range vars {
 			if !strings.Contains(err.Error(), k) && k != "BROWSER_PUBLISH" {
 				t.Errorf("%s: error %q does not name %s", name, err, k)
 			}
@@ -320,4 +320,3 @@ func TestPublishConfigErrors(t *testing.T) {
 	}
 }
 
-func env_(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
