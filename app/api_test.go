@@ -319,4 +319,3 @@ func TestPublishConfigErrors(t *testing.T) {
 		}
 	}
 }
-
