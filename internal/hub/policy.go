@@ -118,8 +118,8 @@ func newPolicy(cfg Config, m *metrics) *policy {
 		relay:  rate.NewLimiter(p.RelayRate, p.RelayBurst),
 		reqLog: reqlog.NewLimited(cfg.Logger, requestLogRate, requestLogBurst),
 		refused: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "skywatch_alerts_refused_total",
-			Help: "Browser alerts refused by the publish policy, by reason (forbidden, ip_rate, relay_rate) and upgrades refused over the per-address connection limit (ip_connections).",
+			Name: "skywatch_policy_refusals_total",
+			Help: "Refusals by the publish policy, by reason: browser alerts (forbidden, ip_rate, relay_rate) and WebSocket upgrades over the per-address connection limit (ip_connections).",
 		}, []string{"reason"})),
 		unanswered: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "skywatch_frames_unanswered_total",
