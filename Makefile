@@ -10,7 +10,7 @@ TESTFLAGS   := -count=1 $(if $(RACE),-race,)
 BIN         := bin/skywatch
 
 .DEFAULT_GOAL := help
-.PHONY: help run dev test e2e bench lint build docker clean
+.PHONY: help run dev test e2e bench fuzz lint build docker clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,6 +31,17 @@ e2e: ## several relay processes on Google's Pub/Sub emulator, real clients, Chro
 COUNT ?= 1
 bench: ## hub fan-out and per-connection memory (figures in docs/performance.md)
 	$(GO) test -run '^$$' -bench . -count=$(COUNT) -timeout 20m ./internal/hub/
+
+# Fuzz targets, as package:Target. `make test` runs their seed corpora as
+# unit tests; `make fuzz` explores each for FUZZTIME.
+FUZZTIME    ?= 1m
+FUZZTARGETS := ./internal/protocol:FuzzParseRequest ./internal/protocol:FuzzParsePublish \
+               ./internal/protocol:FuzzDecodeAlert ./internal/hub:FuzzFrameGuard
+fuzz: ## each fuzz target for FUZZTIME (default 1m): frame decoder, API body parser, frame guard
+	@set -e; for t in $(FUZZTARGETS); do \
+		echo "fuzz $${t#*:} ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}"; \
+	done
 
 lint: ## gofmt, go vet, staticcheck and actionlint, all pinned
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -14,8 +14,11 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/skywatch-dev/skywatch/internal/api"
 	"github.com/skywatch-dev/skywatch/internal/hub"
+	"github.com/skywatch-dev/skywatch/internal/iplimit"
 	"github.com/skywatch-dev/skywatch/internal/names"
+	"github.com/skywatch-dev/skywatch/internal/token"
 )
 
 // config is everything the relay reads from its environment.
@@ -38,6 +41,16 @@ type config struct {
 	// client alike (which needs it up front).
 	PublishTimeout time.Duration
 	LogFormat      string
+
+	// Who may publish and how much (loadPublish).
+	BrowserPublish hub.BrowserPublish
+	PublishTokens  *api.Tokens // never logged
+	SigningKey     []byte      // never logged
+	APIRate        rate.Limit
+	APIBurst       int
+	PerIP          iplimit.Config
+	RelayRate      rate.Limit
+	RelayBurst     int
 
 	allocGenerated bool
 }
@@ -80,9 +93,15 @@ func loadConfig(getenv func(string) string) (config, error) {
 		}
 		c.Credentials = creds
 	}
-	for _, o := range strings.Split(getenv(names.EnvAllowedOrigins), ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			c.AllowedOrigins = append(c.AllowedOrigins, strings.TrimRight(o, "/"))
+	if v := getenv(names.EnvAllowedOrigins); v != "" {
+		for _, o := range strings.Split(v, ",") {
+			// An empty entry ("/", or nothing between commas) would admit
+			// the Origin "null" that sandboxed pages and file:// send.
+			if o = strings.TrimRight(strings.TrimSpace(o), "/"); o == "" {
+				errs = append(errs, fmt.Errorf("%s: an empty entry; list origins like https://example.com", names.EnvAllowedOrigins))
+				continue
+			}
+			c.AllowedOrigins = append(c.AllowedOrigins, o)
 		}
 	}
 	for _, r := range strings.Split(getenv(names.EnvFallbackRelays), ",") {
@@ -109,6 +128,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		}
 		c.RateBurst = n
 	}
+	errs = append(errs, loadPublish(getenv, &c)...)
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("%s %q: want text or json", names.EnvLogFormat, c.LogFormat))
 	}
@@ -149,6 +169,65 @@ func decodeKey(s string) ([]byte, error) {
 		return nil, errors.New("not a JSON key")
 	}
 	return b, nil
+}
+
+// loadPublish reads who may publish and how much. Unset values keep the
+// defaults of the packages that apply them (zero values).
+func loadPublish(getenv func(string) string, c *config) []error {
+	var errs []error
+	c.BrowserPublish = hub.BrowserPublish(or(getenv(names.EnvBrowserPublish), string(hub.PublishOpen)))
+	switch c.BrowserPublish {
+	case hub.PublishOpen, hub.PublishOff, hub.PublishSigned:
+	default:
+		errs = append(errs, fmt.Errorf("%s %q: want open, off or signed", names.EnvBrowserPublish, c.BrowserPublish))
+	}
+	toks, err := api.ParseTokens(getenv(names.EnvPublishTokens))
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", names.EnvPublishTokens, err))
+		toks = &api.Tokens{}
+	}
+	c.PublishTokens = toks
+	if key := getenv(names.EnvSigningKey); key != "" {
+		if len(key) < token.MinKeyLen {
+			errs = append(errs, fmt.Errorf("%s: %d bytes, want at least %d", names.EnvSigningKey, len(key), token.MinKeyLen))
+		}
+		c.SigningKey = []byte(key)
+	} else if c.BrowserPublish == hub.PublishSigned {
+		errs = append(errs, fmt.Errorf("%s=signed needs %s", names.EnvBrowserPublish, names.EnvSigningKey))
+	}
+	rateOf := func(name string, dst *rate.Limit) {
+		if v := getenv(name); v != "" {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f <= 0 {
+				errs = append(errs, fmt.Errorf("%s %q: want alerts per second > 0", name, v))
+			}
+			*dst = rate.Limit(f)
+		}
+	}
+	countOf := func(name string, dst *int) {
+		if v := getenv(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				errs = append(errs, fmt.Errorf("%s %q: want an integer >= 1", name, v))
+			}
+			*dst = n
+		}
+	}
+	rateOf(names.EnvAPIRate, &c.APIRate)
+	countOf(names.EnvAPIBurst, &c.APIBurst)
+	countOf(names.EnvIPConnections, &c.PerIP.Conns)
+	rateOf(names.EnvIPAlertRate, &c.PerIP.Rate)
+	countOf(names.EnvIPAlertBurst, &c.PerIP.Burst)
+	rateOf(names.EnvRelayAlertRate, &c.RelayRate)
+	countOf(names.EnvRelayAlertBurst, &c.RelayBurst)
+	switch v := getenv(names.EnvTrustFlyClientIP); v {
+	case "", "false":
+	case "true":
+		c.PerIP.TrustFlyClientIP = true
+	default:
+		errs = append(errs, fmt.Errorf("%s %q: want true or false", names.EnvTrustFlyClientIP, v))
+	}
+	return errs
 }
 
 func or(v, def string) string {

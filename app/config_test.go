@@ -52,7 +52,7 @@ func TestConfigBrokerChoice(t *testing.T) {
 func TestConfigValues(t *testing.T) {
 	c, err := loadConfig(env(map[string]string{
 		"PORT": "9000", "FLY_ALLOC_ID": "abc", "FLY_REGION": "ams", "PUBSUB_TOPIC": "T",
-		"ALLOWED_ORIGINS": " https://a.example/ ,https://b.example,, ", "ALERT_RATE": "2.5", "ALERT_BURST": "4",
+		"ALLOWED_ORIGINS": " https://a.example/ , https://b.example", "ALERT_RATE": "2.5", "ALERT_BURST": "4",
 		"LOG_FORMAT": "json",
 	}))
 	if err != nil {

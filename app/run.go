@@ -18,11 +18,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/skywatch-dev/skywatch/internal/api"
 	"github.com/skywatch-dev/skywatch/internal/broker"
 	"github.com/skywatch-dev/skywatch/internal/broker/gcppubsub"
 	"github.com/skywatch-dev/skywatch/internal/broker/mempubsub"
 	"github.com/skywatch-dev/skywatch/internal/feed"
 	"github.com/skywatch-dev/skywatch/internal/hub"
+	"github.com/skywatch-dev/skywatch/internal/iplimit"
 	"github.com/skywatch-dev/skywatch/internal/names"
 	"github.com/skywatch-dev/skywatch/internal/server"
 )
@@ -154,6 +156,13 @@ func newRelay(ctx context.Context, cfg config, id relayID, b broker.Broker, log 
 		PublishTimeout: cfg.PublishTimeout,
 		Logger:         log,
 		Registerer:     reg,
+		Publish: hub.Policy{
+			Browsers:   cfg.BrowserPublish,
+			SigningKey: cfg.SigningKey,
+			PerIP:      iplimit.New(cfg.PerIP),
+			RelayRate:  cfg.RelayRate,
+			RelayBurst: cfg.RelayBurst,
+		},
 	}, b)
 	f := feed.New(b, feed.Config{
 		Name:   names.Subscription(cfg.SubPrefix, id.VM),
@@ -163,7 +172,25 @@ func newRelay(ctx context.Context, cfg config, id relayID, b broker.Broker, log 
 	// even the first client hears it.
 	h.SetReady(f.Ready())
 	go h.FollowReadiness(ctx, f.Ready, readinessPoll)
-	return server.New(server.Config{Hub: h, Feed: f, Metrics: reg, Logger: log})
+	// API alerts go through the same broker as the browsers': every relay
+	// receives them from its subscription like any other.
+	a := api.New(api.Config{
+		Tokens:         cfg.PublishTokens,
+		VM:             id.VM,
+		Region:         id.Region,
+		Rate:           cfg.APIRate,
+		Burst:          cfg.APIBurst,
+		PublishTimeout: cfg.PublishTimeout,
+		Logger:         log,
+		Registerer:     reg,
+	}, b)
+	if a.Enabled() {
+		log.Info("publish API on", "route", "POST /api/alerts", "tokens", cfg.PublishTokens.Len())
+	} else {
+		log.Info("publish API off: " + names.EnvPublishTokens + " not set; POST /api/alerts answers 404")
+	}
+	log.Info("browser publishing", "mode", cfg.BrowserPublish)
+	return server.New(server.Config{Hub: h, Feed: f, Metrics: reg, Logger: log, API: a})
 }
 
 // runDev runs three relays ("VMs") on one embedded broker in one process,

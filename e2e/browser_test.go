@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/skywatch-dev/skywatch/internal/testkit"
-
 	"github.com/chromedp/chromedp"
+
+	"github.com/skywatch-dev/skywatch/internal/testkit"
 )
 
 // chromiumEnv names a Chrome or Chromium binary to use instead of the one

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/skywatch-dev/skywatch/internal/testkit"
-
 	"github.com/gorilla/websocket"
+
+	"github.com/skywatch-dev/skywatch/internal/testkit"
 )
 
 // TestBadInput sends a running VM what a broken or hostile client would and

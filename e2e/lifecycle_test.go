@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/skywatch-dev/skywatch/internal/testkit"
-
 	"github.com/gorilla/websocket"
+
+	"github.com/skywatch-dev/skywatch/internal/testkit"
 )
 
 // TestGracefulStop stops a VM the way Fly does (SIGINT, fly.toml's

@@ -12,12 +12,11 @@ import (
 
 	"cloud.google.com/go/pubsub/v2/pstest"
 
-	"github.com/skywatch-dev/skywatch/internal/broker/gcppubsub"
-	"github.com/skywatch-dev/skywatch/internal/testkit"
-
 	"github.com/skywatch-dev/skywatch/internal/broker"
+	"github.com/skywatch-dev/skywatch/internal/broker/gcppubsub"
 	"github.com/skywatch-dev/skywatch/internal/broker/mempubsub"
 	"github.com/skywatch-dev/skywatch/internal/feed"
+	"github.com/skywatch-dev/skywatch/internal/testkit"
 )
 
 // inbox collects what a feed hands over.

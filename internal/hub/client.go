@@ -9,10 +9,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/skywatch-dev/skywatch/internal/protocol"
-
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
+
+	"github.com/skywatch-dev/skywatch/internal/protocol"
 )
 
 // client is one WebSocket connection: a reader (readPump, on the HTTP
@@ -32,6 +32,7 @@ type client struct {
 
 	limiter  *rate.Limiter
 	inflight atomic.Int32 // publishes not yet answered
+	pol      clientPolicy // who may publish, and the bad-frame budgets (policy.go)
 
 	closeOnce   sync.Once
 	done        chan struct{} // closed by shutdown
@@ -54,6 +55,7 @@ func newClient(h *Hub, conn *websocket.Conn, remote string) *client {
 		send:       make(chan *websocket.PreparedMessage, h.cfg.QueueSize),
 		replies:    make(chan []byte, replyQueueSize),
 		limiter:    rate.NewLimiter(h.cfg.RateLimit, h.cfg.RateBurst),
+		pol:        h.newClientPolicy(remote),
 		done:       make(chan struct{}),
 		writerDone: make(chan struct{}),
 		readerDone: make(chan struct{}),
@@ -126,7 +128,16 @@ func (c *client) readFailed(err error) {
 		// reads it.
 		c.shutdown(websocket.CloseMessageTooBig, "")
 		log.Info("client closed", "remote", c.remote, "code", websocket.CloseMessageTooBig, "reason", "frame over read limit")
-		nc := c.conn.NetConn()
+		nc := rawConn(c.conn)
+		_ = nc.SetReadDeadline(time.Now().Add(closeGrace))
+		_, _ = io.Copy(io.Discard, nc)
+		return
+	}
+	if errors.Is(err, errFragmented) || errors.Is(err, errFrameFlooding) {
+		// The frame guard stopped the reads (frameguard.go).
+		c.shutdown(protocol.ClosePolicy, protocol.CloseFramesReason)
+		log.Info("client flooding frames", "remote", c.remote, "err", err)
+		nc := rawConn(c.conn) // drained as after 1009, so the close frame is not reset away
 		_ = nc.SetReadDeadline(time.Now().Add(closeGrace))
 		_, _ = io.Copy(io.Discard, nc)
 		return
@@ -148,17 +159,25 @@ func (c *client) readFailed(err error) {
 func (c *client) handle(data []byte) {
 	text, nonce, rej := protocol.ParseRequest(data)
 	if rej != nil {
-		c.replyError(rej.Code, rej.Nonce, rej.Message)
+		c.limiter.Allow() // a bad frame costs a token, as an alert does
+		c.reject(rej.Code, rej.Nonce, rej.Message)
+		return
+	}
+	if c.forbidden(nonce) {
+		c.limiter.Allow()
 		return
 	}
 	// In-flight publishes are bounded by the bucket size: with a broker that
 	// hangs, a client cannot pile up more than a burst of goroutines.
 	if int(c.inflight.Load()) >= c.hub.cfg.RateBurst {
-		c.replyError(protocol.CodeRateLimited, nonce, "too many alerts waiting for the broker; slow down")
+		c.reject(protocol.CodeRateLimited, nonce, "too many alerts waiting for the broker; slow down")
 		return
 	}
 	if !c.limiter.Allow() {
-		c.replyError(protocol.CodeRateLimited, nonce, "too many alerts; slow down")
+		c.reject(protocol.CodeRateLimited, nonce, "too many alerts; slow down")
+		return
+	}
+	if c.overShared(nonce) {
 		return
 	}
 	a := protocol.NewAlert(text, protocol.Origin{VM: c.hub.cfg.VM, Region: c.hub.cfg.Region}, time.Now())

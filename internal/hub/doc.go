@@ -14,5 +14,9 @@
 // it to each client's bounded queue without blocking; a client whose queue
 // is full is closed as too slow rather than stalling the others.
 //
+// Who may publish and how much (BROWSER_PUBLISH, per-address and per-relay
+// limits, budgets for bad frames) is in policy.go; frameguard.go bounds the
+// frames a client may send beneath gorilla's reader.
+//
 // The wire protocol is in internal/protocol and docs/protocol.md.
 package hub

@@ -15,13 +15,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/skywatch-dev/skywatch/internal/testkit"
-
-	"github.com/skywatch-dev/skywatch/internal/protocol"
-
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/skywatch-dev/skywatch/internal/protocol"
+	"github.com/skywatch-dev/skywatch/internal/testkit"
 )
 
 // waitFor bounds every wait in these tests: the test kit's hang detector.

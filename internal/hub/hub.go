@@ -11,11 +11,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/skywatch-dev/skywatch/internal/protocol"
-
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
+
+	"github.com/skywatch-dev/skywatch/internal/protocol"
 )
 
 // Publisher is what the relay needs to send an alert to every VM (the broker
@@ -85,6 +85,9 @@ type Config struct {
 	// Registerer is where the skywatch_* metrics are registered. Nil keeps
 	// them in a private registry.
 	Registerer prometheus.Registerer
+
+	// Publish says who may publish and how much (policy.go).
+	Publish Policy
 }
 
 // Defaults.
@@ -164,6 +167,7 @@ type Hub struct {
 	hello      *websocket.PreparedMessage
 	pingPeriod time.Duration
 	dedup      *dedup
+	pol        *policy
 
 	// ctx bounds publishes; it is cancelled when Close returns.
 	ctx    context.Context
@@ -199,6 +203,7 @@ func New(cfg Config, pub Publisher) *Hub {
 		pingPeriod: cfg.PongWait * 9 / 10,
 		clients:    make(map[*client]struct{}),
 	}
+	h.pol = newPolicy(cfg, h.m)
 	h.upgrader = websocket.Upgrader{
 		ReadBufferSize:  readBufferSize,
 		WriteBufferSize: writeBufferSize,
@@ -275,18 +280,25 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "relay is shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	conn, err := h.upgrader.Upgrade(w, req, nil)
+	pol, ok := h.admit(w, req)
+	if !ok {
+		return
+	}
+	conn, err := h.upgrader.Upgrade(guardWriter{w}, req, nil)
 	if err != nil {
+		pol.release()
 		// The upgrader has answered with an HTTP error (403 for a foreign
-		// origin, 400 for a bad handshake).
+		// origin, 400 for a bad handshake). The request's values are the
+		// client's to choose: clipped, and the lines limited.
 		if !h.checkOrigin(req) {
 			h.logRefusedOrigin(req)
 			return
 		}
-		h.log.Info("upgrade refused", "remote", req.RemoteAddr, "err", err)
+		h.pol.reqLog.Info("upgrade refused", "remote", req.RemoteAddr, "err", err)
 		return
 	}
 	c := newClient(h, conn, req.RemoteAddr)
+	c.pol = pol
 	// Queued before the client is visible to Deliver, so hello is always
 	// the first frame; the queue is empty, so this never blocks.
 	c.send <- h.hello
@@ -296,6 +308,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		_ = conn.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(protocol.CloseRestart, protocol.CloseRestartReason), time.Now().Add(h.cfg.WriteWait))
 		_ = conn.Close()
+		pol.release()
 		return
 	}
 	h.log.Debug("client connected", "remote", c.remote)
@@ -307,6 +320,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		c.readPump()
 		<-c.writerDone
 		h.unregister(c)
+		c.pol.release()
 	}()
 }
 

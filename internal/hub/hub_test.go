@@ -10,12 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/skywatch-dev/skywatch/internal/testkit"
-
-	"github.com/skywatch-dev/skywatch/internal/protocol"
-
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
+
+	"github.com/skywatch-dev/skywatch/internal/protocol"
+	"github.com/skywatch-dev/skywatch/internal/testkit"
 )
 
 func TestHello(t *testing.T) {

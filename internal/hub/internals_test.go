@@ -12,12 +12,11 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/skywatch-dev/skywatch/internal/testkit"
-
-	"github.com/skywatch-dev/skywatch/internal/protocol"
-
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
+
+	"github.com/skywatch-dev/skywatch/internal/protocol"
+	"github.com/skywatch-dev/skywatch/internal/testkit"
 )
 
 // TestPublishTimeoutAndInflightBound runs the publish path on a fake clock:

@@ -3,9 +3,9 @@ package hub
 import (
 	"errors"
 
-	"github.com/skywatch-dev/skywatch/internal/protocol"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/skywatch-dev/skywatch/internal/protocol"
 )
 
 // metrics are the relay's Prometheus series, all prefixed skywatch_.

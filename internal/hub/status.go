@@ -11,6 +11,7 @@ import (
 
 	"github.com/skywatch-dev/skywatch/internal/names"
 	"github.com/skywatch-dev/skywatch/internal/protocol"
+	"github.com/skywatch-dev/skywatch/internal/reqlog"
 )
 
 // status is the readiness the hub has told its clients. A hub starts ready:
@@ -119,24 +120,17 @@ func (h *Hub) offer(pm *websocket.PreparedMessage) {
 	}
 }
 
-// maxLoggedOrigin bounds how much of a refused Origin header is logged: it
-// comes from the request, and a log line should not carry a megabyte of it.
-const maxLoggedOrigin = 120
-
 // logRefusedOrigin says which origin was refused and what to set to allow
 // it: without this line, a page served by one relay that opens another's
 // socket only sees "connection lost (1006)".
 func (h *Hub) logRefusedOrigin(req *http.Request) {
-	origin := req.Header.Get("Origin")
-	if len(origin) > maxLoggedOrigin {
-		origin = origin[:maxLoggedOrigin] + "…"
-	}
-	origin = strings.ToValidUTF8(origin, "?")
+	// The Origin is the client's to choose: clipped, and the lines limited.
+	origin := strings.ToValidUTF8(reqlog.Clip(req.Header.Get("Origin")), "?")
 	allowed := "only the relay's own host"
 	if len(h.cfg.AllowedOrigins) > 0 {
 		allowed = strings.Join(h.cfg.AllowedOrigins, ",")
 	}
-	h.log.Warn("websocket origin refused (403); to allow it, add it to "+names.EnvAllowedOrigins+" (comma-separated)",
+	h.pol.reqLog.Warn("websocket origin refused (403); to allow it, add it to "+names.EnvAllowedOrigins+" (comma-separated)",
 		"origin", origin, "allowed", allowed, "remote", req.RemoteAddr)
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/skywatch-dev/skywatch/internal/protocol"
+	"github.com/skywatch-dev/skywatch/internal/reqlog"
 	"github.com/skywatch-dev/skywatch/internal/testkit"
 )
 
@@ -201,7 +202,7 @@ func TestHelloListsRelays(t *testing.T) {
 // A refused origin is logged once, saying what to set, with the request's
 // Origin cut short.
 func TestRefusedOriginLogSaysWhatToSet(t *testing.T) {
-	var buf syncBuf
+	var buf testkit.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&buf, nil))
 	r := startHub(t, Config{AllowedOrigins: []string{"http://localhost:8081"}, Logger: log}, &loopback{})
 
@@ -217,8 +218,8 @@ func TestRefusedOriginLogSaysWhatToSet(t *testing.T) {
 			t.Errorf("log %q: want it to contain %q", out, want)
 		}
 	}
-	if strings.Contains(out, strings.Repeat("a", maxLoggedOrigin+1)) {
-		t.Errorf("log holds more than %d bytes of the Origin header: %d bytes in all", maxLoggedOrigin, len(out))
+	if strings.Contains(out, strings.Repeat("a", reqlog.MaxValue+1)) {
+		t.Errorf("log holds more than %d bytes of the Origin header: %d bytes in all", reqlog.MaxValue, len(out))
 	}
 
 	// An allowed origin is not logged as refused.
@@ -229,28 +230,4 @@ func TestRefusedOriginLogSaysWhatToSet(t *testing.T) {
 	if strings.Contains(buf.String(), "refused") {
 		t.Errorf("allowed origin logged as refused: %s", buf.String())
 	}
-}
-
-// syncBuf is a log destination safe for the relay's goroutines and the test.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuf) Reset() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.b.Reset()
 }

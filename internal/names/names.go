@@ -37,6 +37,25 @@ const (
 	// EnvFallbackRelays lists other relays' WebSocket URLs the page may fail
 	// over to, for several relays on one machine (on Fly leave it unset).
 	EnvFallbackRelays = "FALLBACK_RELAYS"
+
+	// Who may publish (docs/protocol.md, README "Publishing").
+	EnvBrowserPublish   = "BROWSER_PUBLISH"     // open, off or signed
+	EnvPublishTokens    = "PUBLISH_TOKENS"      // secret: bearer tokens of POST /api/alerts
+	EnvSigningKey       = "PUBLISH_SIGNING_KEY" // secret: signs browser tokens
+	EnvAPIRate          = "API_RATE"            // alerts/s per API token
+	EnvAPIBurst         = "API_BURST"
+	EnvIPConnections    = "IP_MAX_CONNECTIONS" // WebSockets per client address
+	EnvIPAlertRate      = "IP_ALERT_RATE"      // alerts/s per client address
+	EnvIPAlertBurst     = "IP_ALERT_BURST"
+	EnvRelayAlertRate   = "RELAY_ALERT_RATE" // alerts/s from all of a relay's browsers
+	EnvRelayAlertBurst  = "RELAY_ALERT_BURST"
+	EnvTrustFlyClientIP = "TRUST_FLY_CLIENT_IP" // "true" behind Fly's proxy only
+)
+
+// Environment variables of the CLI (`skywatch publish`).
+const (
+	EnvURL   = "SKYWATCH_URL"   // the deployment, e.g. https://my-skywatch.fly.dev
+	EnvToken = "SKYWATCH_TOKEN" // secret: one of the deployment's PUBLISH_TOKENS
 )
 
 // Pub/Sub's rules for topic and subscription IDs: a letter first, then

@@ -5,11 +5,13 @@
 package protocol
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -48,6 +50,9 @@ const (
 	CodeTooLarge    = "too_large"
 	CodeRateLimited = "rate_limited"
 	CodeUnavailable = "unavailable"
+	// CodeForbidden answers an alert from a connection that may not publish
+	// (BROWSER_PUBLISH off, or signed without a valid token).
+	CodeForbidden = "forbidden"
 )
 
 // Close codes and reasons the relay sends. Gorilla itself sends 1009
@@ -60,6 +65,11 @@ const (
 	CloseRestart       = websocket.CloseServiceRestart // 1012
 	CloseRestartReason = "service restart"
 	CloseTooBig        = websocket.CloseMessageTooBig // 1009, sent by gorilla
+	// ClosePolicy (1008) also ends a connection that keeps sending frames
+	// it should not: too many frames, or bad frames past their budget.
+	ClosePolicy          = websocket.ClosePolicyViolation // 1008
+	CloseFramesReason    = "too many frames"
+	CloseBadFramesReason = "too many bad frames"
 )
 
 // SentAtLayout is RFC 3339 with milliseconds, fixed width, in UTC. Fixed width
@@ -72,7 +82,16 @@ const SentAtLayout = "2006-01-02T15:04:05.000Z07:00"
 type Origin struct {
 	VM     string `json:"vm"`
 	Region string `json:"region"`
+	// Via is "api" for alerts from the HTTP publish API, absent for a
+	// browser's. Added within v1: clients ignore keys they do not know.
+	Via string `json:"via,omitempty"`
 }
+
+// ViaAPI marks an alert published through POST /api/alerts.
+const ViaAPI = "api"
+
+// maxViaRunes bounds Origin.Via in broker messages.
+const maxViaRunes = 16
 
 // Alert is the frame every client on every VM receives, and also the exact
 // payload published to the broker. Only the relay sets ID, Origin and SentAt.
@@ -162,9 +181,57 @@ func NewAlert(text string, origin Origin, now time.Time) Alert {
 // nonce, and fields the client may not set (id, origin, sent_at) are never
 // read at all.
 type request struct {
-	Type  json.RawMessage `json:"type"`
-	Text  json.RawMessage `json:"text"`
-	Nonce json.RawMessage `json:"nonce"`
+	Type, Text, Nonce json.RawMessage
+}
+
+// parseObject reads one JSON object, strictly as the protocol says: keys
+// match exactly (lowercase; encoding/json would also take "TYPE"), a known
+// key sent twice is an error (encoding/json keeps the last, so
+// {"type":"hello","type":"alert"} would pass as an alert), and nothing may
+// follow the object. Unknown keys are skipped. dup is the first known key
+// seen twice, if any (the first value is kept, so a good nonce can still be
+// echoed).
+func parseObject(data []byte) (req request, dup string, err error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return req, "", errors.New("not a JSON object")
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return req, "", err
+		}
+		key, _ := tok.(string) // inside an object, Token returns keys as strings
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return req, "", err
+		}
+		var field *json.RawMessage
+		switch key {
+		case "type":
+			field = &req.Type
+		case "text":
+			field = &req.Text
+		case "nonce":
+			field = &req.Nonce
+		default:
+			continue
+		}
+		if *field != nil {
+			if dup == "" {
+				dup = key
+			}
+			continue
+		}
+		*field = raw
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return req, "", err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return req, "", errors.New("data after the object")
+	}
+	return req, dup, nil
 }
 
 // Rejection is a client error: it becomes an error frame and the connection
@@ -181,18 +248,19 @@ func (r *Rejection) Frame() Error {
 // ParseRequest validates an alert request and returns its text (the default
 // text if omitted) and nonce.
 func ParseRequest(data []byte) (text, nonce string, rej *Rejection) {
-	var req request
-	if err := json.Unmarshal(data, &req); err != nil {
+	req, dup, err := parseObject(data)
+	if err != nil {
 		return "", "", &Rejection{Code: CodeInvalid, Message: "frame is not a JSON object"}
 	}
-	if present(req.Nonce) {
-		if err := json.Unmarshal(req.Nonce, &nonce); err != nil {
-			return "", "", &Rejection{Code: CodeInvalid, Message: "nonce must be a string"}
-		}
-		if utf8.RuneCountInString(nonce) > MaxNonceRunes {
-			// Not echoed: a nonce over the limit is not a nonce.
-			return "", "", &Rejection{Code: CodeTooLarge, Message: fmt.Sprintf("nonce is longer than %d characters", MaxNonceRunes)}
-		}
+	if dup == "nonce" {
+		return "", "", &Rejection{Code: CodeInvalid, Message: "nonce appears twice"}
+	}
+	nonce, rej = parseNonce(req)
+	if rej != nil {
+		return "", "", rej
+	}
+	if dup != "" {
+		return "", "", &Rejection{Code: CodeInvalid, Nonce: nonce, Message: dup + " appears twice"}
 	}
 	if !present(req.Type) {
 		return "", "", &Rejection{Code: CodeInvalid, Nonce: nonce, Message: "type is missing"}
@@ -204,18 +272,58 @@ func ParseRequest(data []byte) (text, nonce string, rej *Rejection) {
 	if typ != TypeAlert {
 		return "", "", &Rejection{Code: CodeInvalid, Nonce: nonce, Message: "unknown type"}
 	}
+	text, rej = parseText(req, nonce)
+	return text, nonce, rej
+}
+
+// ParsePublish validates the body of POST /api/alerts: a JSON object with an
+// optional text and nonce, by the same rules (and as strictly) as an alert
+// frame; type is not needed and, if sent, ignored.
+func ParsePublish(data []byte) (text, nonce string, rej *Rejection) {
+	req, dup, err := parseObject(data)
+	if err != nil {
+		return "", "", &Rejection{Code: CodeInvalid, Message: "body is not a JSON object"}
+	}
+	if dup == "nonce" {
+		return "", "", &Rejection{Code: CodeInvalid, Message: "nonce appears twice"}
+	}
+	nonce, rej = parseNonce(req)
+	if rej != nil {
+		return "", "", rej
+	}
+	if dup != "" {
+		return "", "", &Rejection{Code: CodeInvalid, Nonce: nonce, Message: dup + " appears twice"}
+	}
+	text, rej = parseText(req, nonce)
+	return text, nonce, rej
+}
+
+func parseNonce(req request) (nonce string, rej *Rejection) {
+	if present(req.Nonce) {
+		if err := json.Unmarshal(req.Nonce, &nonce); err != nil {
+			return "", &Rejection{Code: CodeInvalid, Message: "nonce must be a string"}
+		}
+		if utf8.RuneCountInString(nonce) > MaxNonceRunes {
+			// Not echoed: a nonce over the limit is not a nonce.
+			return "", &Rejection{Code: CodeTooLarge, Message: fmt.Sprintf("nonce is longer than %d characters", MaxNonceRunes)}
+		}
+	}
+	return nonce, nil
+}
+
+func parseText(req request, nonce string) (text string, rej *Rejection) {
 	if present(req.Text) {
 		if err := json.Unmarshal(req.Text, &text); err != nil {
-			return "", "", &Rejection{Code: CodeInvalid, Nonce: nonce, Message: "text must be a string"}
+			return "", &Rejection{Code: CodeInvalid, Nonce: nonce, Message: "text must be a string"}
 		}
 		if utf8.RuneCountInString(text) > MaxTextRunes {
-			return "", "", &Rejection{Code: CodeTooLarge, Nonce: nonce, Message: fmt.Sprintf("text is longer than %d characters", MaxTextRunes)}
+			return "", &Rejection{Code: CodeTooLarge, Nonce: nonce, Message: fmt.Sprintf("text is longer than %d characters", MaxTextRunes)}
 		}
 	}
 	if strings.TrimSpace(text) == "" {
 		text = DefaultText
 	}
-	return text, nonce, nil
+	return text, nil
 }
 
 // present reports whether a field was sent with a non-null value.
@@ -244,6 +352,8 @@ func DecodeAlert(data []byte) (Alert, [16]byte, error) {
 		return a, key, fmt.Errorf("%w: text is empty or too long", ErrMalformed)
 	case a.Origin.VM == "" || a.Origin.Region == "":
 		return a, key, fmt.Errorf("%w: origin is incomplete", ErrMalformed)
+	case utf8.RuneCountInString(a.Origin.Via) > maxViaRunes:
+		return a, key, fmt.Errorf("%w: origin.via is too long", ErrMalformed)
 	}
 	if _, err := hex.Decode(key[:], []byte(a.ID)); err != nil {
 		return a, key, fmt.Errorf("%w: id: %w", ErrMalformed, err)

@@ -23,16 +23,20 @@ import (
 type Config struct {
 	Hub  *hub.Hub
 	Feed *feed.Feed
-	// Metrics is served at /metrics. Nil serves an empty registry.
-	Metrics prometheus.Gatherer
+	// Metrics is served at /metrics and receives the server's own series
+	// (skywatch_http_connections). Nil: a private registry.
+	Metrics *prometheus.Registry
 	// Logger receives the server's lifecycle lines. Default: discard.
 	Logger *slog.Logger
+	// API serves POST /api/alerts. Nil: no such route.
+	API http.Handler
 }
 
 // Server is one relay's HTTP side and lifecycle: Serve, then Shutdown.
 type Server struct {
 	hub      *hub.Hub
 	feed     *feed.Feed
+	api      http.Handler
 	metrics  prometheus.Gatherer
 	log      *slog.Logger
 	stopping atomic.Bool
@@ -53,10 +57,14 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{hub: cfg.Hub, feed: cfg.Feed, metrics: cfg.Metrics, log: cfg.Logger, feedDone: make(chan struct{})}
+	s := &Server{hub: cfg.Hub, feed: cfg.Feed, api: cfg.API, metrics: cfg.Metrics, log: cfg.Logger, feedDone: make(chan struct{})}
 	s.http = &http.Server{
 		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ConnState:         countConns(cfg.Metrics),
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	return s
@@ -69,6 +77,9 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /{$}", page)
 	mux.Handle("GET /static/", page)
 	mux.Handle("GET /ws", s.hub)
+	if s.api != nil {
+		mux.Handle("POST /api/alerts", s.api)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeStatus(w, http.StatusOK, "ok")
 	})

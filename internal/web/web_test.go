@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -61,9 +62,18 @@ func TestPageIgnoresItsQuery(t *testing.T) {
 	if js == "" {
 		t.Fatal("empty app.js")
 	}
-	for _, bad := range []string{"location.search", "URLSearchParams", "location.hash"} {
-		if strings.Contains(js, bad) {
-			t.Errorf("app.js reads %s: fallbacks must come only from the server", bad)
+	// The page takes one thing from its URL, a signed publish token; never
+	// relays (e2e TestBrowser proves a crafted ?relays= is not followed).
+	if strings.Contains(js, "location.hash") {
+		t.Error("app.js reads location.hash: fallbacks must come only from the server")
+	}
+	params := regexp.MustCompile(`URLSearchParams\(location\.search\)\.get\("([^"]*)"\)`).FindAllStringSubmatch(js, -1)
+	if n := strings.Count(js, "location.search"); n != len(params) {
+		t.Errorf("app.js reads location.search %d times, %d of them for a named parameter", n, len(params))
+	}
+	for _, m := range params {
+		if m[1] != "token" {
+			t.Errorf("app.js reads ?%s from its URL: only ?token is allowed; fallbacks must come only from the server", m[1])
 		}
 	}
 }

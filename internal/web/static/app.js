@@ -27,6 +27,11 @@
 
   const own = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
   const candidates = [own];   // own origin, then relays named in hellos
+  // BROWSER_PUBLISH=signed: a page opened with ?token=... (minted by the
+  // site's backend, or `skywatch token`) passes it to every relay it tries.
+  // It is the only thing the page takes from its URL.
+  const token = new URLSearchParams(location.search).get("token");
+  const withToken = (u) => token ? u + (u.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : u;
 
   // model is everything the status line and the button are drawn from.
   const model = {
@@ -93,7 +98,7 @@
     render();
     let sock;
     try {
-      sock = new WebSocket(url);
+      sock = new WebSocket(withToken(url));
     } catch (e) {
       lost(null, false);
       return;

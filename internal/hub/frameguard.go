@@ -1,0 +1,156 @@
+package hub
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/http"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
+)
+
+// Gorilla reads a message's frames in a loop of its own, so an endless
+// stream of empty continuation frames never returns to the hub: it burned
+// 20 s of CPU in the 30 s before the read deadline ended it (pongs can even
+// extend that deadline). The frame guard counts frames as their headers go
+// by on the raw connection, beneath gorilla, and fails the read when a
+// client sends too many.
+const (
+	// maxFramesPerMessage bounds the fragments of one message. Browsers send
+	// every message in one frame; a message is at most Config.ReadLimit
+	// bytes anyway.
+	maxFramesPerMessage = 32
+	// frameRate and frameBurst bound all frames (data, continuation and
+	// control) a connection sends per second. A page sends one frame per
+	// alert and one pong per ping.
+	frameRate  = rate.Limit(50)
+	frameBurst = 200
+)
+
+// Errors that end a connection from the frame guard; the reader closes it
+// with 1008.
+var (
+	errFragmented    = errors.New("too many frames in one message")
+	errFrameFlooding = errors.New("too many frames per second")
+)
+
+// guardWriter makes the upgrader's hijacked connection a guardedConn.
+type guardWriter struct {
+	http.ResponseWriter
+}
+
+func (w guardWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := w.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("hub: response writer cannot hijack")
+	}
+	nc, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	// Gorilla allocates its own reader on the connection (the upgrader has
+	// a ReadBufferSize) and refuses data buffered before the handshake, so
+	// every byte after it passes through the guard.
+	return &guardedConn{Conn: nc, frames: rate.NewLimiter(frameRate, frameBurst)}, brw, nil
+}
+
+// guardedConn parses WebSocket frame headers (RFC 6455 section 5.2) from the
+// bytes the client sends, skipping payloads, and counts frames.
+type guardedConn struct {
+	net.Conn
+	frames *rate.Limiter
+
+	hdr       [14]byte // the header being read
+	hdrLen    int      // bytes of it read so far
+	skip      uint64   // payload bytes left in the current frame
+	msgFrames int      // frames of the current data message
+	err       error    // sticky
+}
+
+func (g *guardedConn) Read(p []byte) (int, error) {
+	if g.err != nil {
+		return 0, g.err
+	}
+	n, err := g.Conn.Read(p)
+	if ferr := g.scan(p[:n]); ferr != nil {
+		g.err = ferr
+		return 0, ferr
+	}
+	return n, err
+}
+
+// scan advances the frame parser over b.
+func (g *guardedConn) scan(b []byte) error {
+	for len(b) > 0 {
+		if g.skip > 0 {
+			k := min(g.skip, uint64(len(b)))
+			g.skip -= k
+			b = b[k:]
+			continue
+		}
+		g.hdr[g.hdrLen] = b[0]
+		g.hdrLen++
+		b = b[1:]
+		if g.hdrLen < 2 || g.hdrLen < headerLen(g.hdr[1]) {
+			continue
+		}
+		if err := g.frame(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// headerLen is the length of a frame header whose second byte is b1.
+func headerLen(b1 byte) int {
+	n := 2
+	switch b1 & 0x7f {
+	case 126:
+		n += 2
+	case 127:
+		n += 8
+	}
+	if b1&0x80 != 0 { // masked, as every client frame must be
+		n += 4
+	}
+	return n
+}
+
+// frame counts the frame whose header is complete in g.hdr.
+func (g *guardedConn) frame() error {
+	opcode := g.hdr[0] & 0x0f
+	switch n := g.hdr[1] & 0x7f; n {
+	case 126:
+		g.skip = uint64(binary.BigEndian.Uint16(g.hdr[2:4]))
+	case 127:
+		g.skip = binary.BigEndian.Uint64(g.hdr[2:10])
+	default:
+		g.skip = uint64(n)
+	}
+	g.hdrLen = 0
+	if !g.frames.Allow() {
+		return errFrameFlooding
+	}
+	switch {
+	case opcode == 0: // continuation
+		g.msgFrames++
+	case opcode < 8: // text or binary: a new message
+		g.msgFrames = 1
+	}
+	if g.msgFrames > maxFramesPerMessage {
+		return errFragmented
+	}
+	return nil
+}
+
+// rawConn is the client's TCP connection beneath the frame guard, for
+// draining it once the guard has failed the reads.
+func rawConn(conn *websocket.Conn) net.Conn {
+	nc := conn.NetConn()
+	if g, ok := nc.(*guardedConn); ok {
+		return g.Conn
+	}
+	return nc
+}
