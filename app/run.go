@@ -140,11 +140,11 @@ func newRelay(cfg config, id relayID, b broker.Broker, log *slog.Logger) *server
 		PublishTimeout: cfg.PublishTimeout,
 		Logger:         log,
 		Registerer:     reg,
-	}, b)
+	}, alerts{b})
 	f := feed.New(b, feed.Config{
 		Name:   names.Subscription(cfg.SubPrefix, id.VM),
 		Logger: log,
-	}, h.Deliver)
+	}, func(m broker.Message) { h.Deliver(m.Data) })
 	return server.New(server.Config{Hub: h, Feed: f, Metrics: reg, Logger: log})
 }
 

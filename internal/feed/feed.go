@@ -33,14 +33,14 @@ type Config struct {
 type Feed struct {
 	sub    broker.Subscriber
 	cfg    Config
-	handle func([]byte)
+	handle func(broker.Message)
 	log    *slog.Logger
 	ready  atomic.Bool
 }
 
 // New returns a Feed that delivers every message on the subscription to
 // handle, which may be called from several goroutines at once.
-func New(sub broker.Subscriber, cfg Config, handle func(data []byte)) *Feed {
+func New(sub broker.Subscriber, cfg Config, handle func(m broker.Message)) *Feed {
 	if cfg.CheckInterval <= 0 {
 		cfg.CheckInterval = 2 * time.Second
 	}
