@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
@@ -13,6 +14,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/skywatch-dev/skywatch/internal/fleet"
 	"github.com/skywatch-dev/skywatch/internal/hub"
 	"github.com/skywatch-dev/skywatch/internal/names"
 )
@@ -34,9 +36,16 @@ type config struct {
 	// client alike (which needs it up front).
 	PublishTimeout time.Duration
 	LogFormat      string
+	// HeartbeatInterval and OrphanAfter tune the fleet; zero means its
+	// defaults.
+	HeartbeatInterval time.Duration
+	OrphanAfter       time.Duration
 
 	allocGenerated bool
 }
+
+// minOrphanBeats is the least ORPHAN_AFTER allowed, in heartbeat intervals.
+const minOrphanBeats = 5
 
 // defaultProject names the project on an emulator, which accepts any.
 const defaultProject = "skywatch-local"
@@ -95,6 +104,13 @@ func loadConfig(getenv func(string) string) (config, error) {
 		}
 		c.RateBurst = n
 	}
+	c.HeartbeatInterval = duration(getenv, names.EnvHeartbeatInterval, &errs)
+	c.OrphanAfter = duration(getenv, names.EnvOrphanAfter, &errs)
+	// A janitor that judges after a few lost heartbeats would delete live
+	// relays' subscriptions: keep the silence it needs well above them.
+	if iv, oa := cmp.Or(c.HeartbeatInterval, fleet.DefaultInterval), cmp.Or(c.OrphanAfter, fleet.DefaultOrphanAfter); oa < minOrphanBeats*iv {
+		errs = append(errs, fmt.Errorf("%s %v: want at least %d × %s (%v)", names.EnvOrphanAfter, oa, minOrphanBeats, names.EnvHeartbeatInterval, iv))
+	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("%s %q: want text or json", names.EnvLogFormat, c.LogFormat))
 	}
@@ -135,6 +151,19 @@ func decodeKey(s string) ([]byte, error) {
 		return nil, errors.New("not a JSON key")
 	}
 	return b, nil
+}
+
+// duration reads a Go duration such as 10s; unset is zero (the default).
+func duration(getenv func(string) string, name string, errs *[]error) time.Duration {
+	v := getenv(name)
+	if v == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		*errs = append(*errs, fmt.Errorf("%s %q: want a duration > 0 such as 10s", name, v))
+	}
+	return d
 }
 
 func or(v, def string) string {

@@ -141,11 +141,13 @@ func newRelay(cfg config, id relayID, b broker.Broker, log *slog.Logger) *server
 		Logger:         log,
 		Registerer:     reg,
 	}, alerts{b})
+	sub := names.Subscription(cfg.SubPrefix, id.VM)
+	fl := newFleet(cfg, id, sub, h, b, log, reg)
 	f := feed.New(b, feed.Config{
-		Name:   names.Subscription(cfg.SubPrefix, id.VM),
+		Name:   sub,
 		Logger: log,
-	}, func(m broker.Message) { h.Deliver(m.Data) })
-	return server.New(server.Config{Hub: h, Feed: f, Metrics: reg, Logger: log})
+	}, fl.Route(h.Deliver))
+	return server.New(server.Config{Hub: h, Feed: f, Fleet: fl, Metrics: reg, Logger: log})
 }
 
 // runDev runs three relays ("VMs") on one embedded broker in one process,

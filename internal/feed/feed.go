@@ -36,6 +36,9 @@ type Feed struct {
 	handle func(broker.Message)
 	log    *slog.Logger
 	ready  atomic.Bool
+	// recreate and stop serve Recreate (fleet: own heartbeats not returning).
+	recreate atomic.Bool
+	stop     atomic.Pointer[context.CancelCauseFunc]
 }
 
 // New returns a Feed that delivers every message on the subscription to
@@ -79,7 +82,7 @@ func (f *Feed) Run(ctx context.Context) error {
 	// only a vanished one.
 	fresh := true
 	for ctx.Err() == nil {
-		err := f.attach(ctx, fresh)
+		err := f.attach(ctx, fresh || f.recreate.Swap(false))
 		if err == nil {
 			fresh = false
 			backoff = f.cfg.MinBackoff
@@ -126,6 +129,7 @@ func (f *Feed) attach(ctx context.Context, fresh bool) error {
 func (f *Feed) receive(ctx context.Context) error {
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	f.stop.Store(&cancel)
 	done := make(chan error, 1)
 	go func() { done <- f.sub.Receive(rctx, f.cfg.Name, f.handle) }()
 
@@ -140,6 +144,9 @@ func (f *Feed) receive(ctx context.Context) error {
 		case err := <-done:
 			if ctx.Err() != nil {
 				return nil
+			}
+			if err == nil {
+				err = context.Cause(rctx) // Recreate's reason, if it stopped us
 			}
 			if err == nil {
 				err = errors.New("receive ended")
@@ -159,6 +166,17 @@ func (f *Feed) receive(ctx context.Context) error {
 			<-done
 			return nil
 		}
+	}
+}
+
+// Recreate stops receiving and makes the subscription again (dropping its
+// backlog), through the path that recovers a vanished one. The fleet calls
+// it when the relay's own heartbeats stop coming back although the
+// subscription exists: a pull stream the broker no longer serves.
+func (f *Feed) Recreate(reason string) {
+	f.recreate.Store(true)
+	if stop := f.stop.Load(); stop != nil {
+		(*stop)(errors.New(reason))
 	}
 }
 

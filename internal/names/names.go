@@ -34,6 +34,8 @@ const (
 	EnvAlertRate          = "ALERT_RATE"
 	EnvAlertBurst         = "ALERT_BURST"
 	EnvLogFormat          = "LOG_FORMAT"
+	EnvHeartbeatInterval  = "HEARTBEAT_INTERVAL" // a Go duration, e.g. 10s
+	EnvOrphanAfter        = "ORPHAN_AFTER"       // a Go duration, e.g. 10m
 )
 
 // Pub/Sub's rules for topic and subscription IDs: a letter first, then
