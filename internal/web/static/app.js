@@ -83,6 +83,10 @@
       case "error":
         notice.textContent = msg.message || msg.code;
         break;
+      // fleet (issue 12): the fleet panel lives in fleet.js.
+      case "fleet":
+        if (window.skywatchFleet) window.skywatchFleet.update(msg);
+        break;
     }
   }
 
