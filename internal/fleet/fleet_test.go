@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -331,4 +332,36 @@ func TestOwnHeartbeatsProveDelivery(t *testing.T) {
 			t.Error("not delivering after its heartbeats came back")
 		}
 	})
+}
+
+// TestOldRelayDropsHeartbeat: a relay that predates heartbeats hands every
+// message to its hub, whose validation rejects a heartbeat as a malformed
+// alert (counted, logged at Warn): it is never shown to anyone.
+func TestOldRelayDropsHeartbeat(t *testing.T) {
+	hb := Heartbeat{Type: typeHeartbeat, VM: "vm-a", Instance: "i", Region: "ams", Clients: 1, Seq: 1}
+	m := hb.message()
+	if m.Attributes[AttrKind] != KindHeartbeat {
+		t.Fatalf("heartbeat attributes %v", m.Attributes)
+	}
+	if _, _, err := protocol.DecodeAlert(m.Data); !errors.Is(err, protocol.ErrMalformed) {
+		t.Fatalf("DecodeAlert(heartbeat) = %v, want ErrMalformed", err)
+	}
+}
+
+// TestRoute: only a message marked as a heartbeat goes to the fleet; one
+// without attributes (every alert, old relays' too) goes to the hub.
+func TestRoute(t *testing.T) {
+	f := New(Config{VM: "vm-a", Clients: func() int { return 0 }}, mempubsub.New(mempubsub.Config{}))
+	var hub []string
+	route := f.Route(func(data []byte) { hub = append(hub, string(data)) })
+	hb := Heartbeat{Type: typeHeartbeat, VM: "vm-b", Instance: "i", Region: "iad", Clients: 4, Seq: 1}
+	route(hb.message())
+	route(broker.Message{Data: []byte(`{"type":"alert"}`)})
+	route(broker.Message{Data: hb.message().Data}) // a heartbeat's bytes without the mark: the hub judges it
+	if len(hub) != 2 {
+		t.Errorf("hub got %q, want the two unmarked messages", hub)
+	}
+	if got := vms(f.Snapshot(false)); got["vm-b"] != 4 {
+		t.Errorf("fleet %v, want vm-b with 4 clients", got)
+	}
 }
