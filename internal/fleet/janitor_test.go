@@ -123,7 +123,10 @@ func TestJanitorWaitsForUnbrokenCoverage(t *testing.T) {
 		if !exists(t, b, dead) {
 			t.Fatalf("%s deleted %v after the relay could hear again; want OrphanAfter (%v) first", dead, time.Since(healed), orphanAfter)
 		}
-		time.Sleep(4 * interval)
+		// Its coverage restarts with the first heartbeat heard after the
+		// feed recreated its subscription: up to an interval and the
+		// recreate gap after healing; then the janitor's next round.
+		time.Sleep(6 * interval)
 		synctest.Wait()
 		if exists(t, b, dead) {
 			t.Errorf("%s still there %v after the relay could hear again", dead, time.Since(healed))
