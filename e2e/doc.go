@@ -28,7 +28,14 @@
 //     crashes nothing, and the VMs recover alone when the broker returns;
 //   - bad input gets the documented error or close code and harms no one else;
 //   - in the browser, the red button on one VM's page shows the alert on
-//     another VM's page, and the page follows its VM going away.
+//     another VM's page, and the page follows its VM going away;
+//   - the fleet (fleet_test.go, fleet_browser_test.go): a SIGKILLed VM's
+//     subscription is deleted by a survivor's janitor within ORPHAN_AFTER
+//     and a heartbeat interval or two, live VMs' never (also after an
+//     emulator restart); two processes with one alloc id see each other;
+//     after a 20 s emulator stall every VM notices its own heartbeats
+//     missing, recreates its subscription and delivers everything again;
+//     the page shows the fleet's total and VMs and follows VMs that stop.
 //
 // How to run it (from the repository root):
 //

@@ -176,9 +176,6 @@ func New(cfg Config, b broker.Broker) *Fleet {
 	return f
 }
 
-// Instance is this process's instance id.
-func (f *Fleet) Instance() string { return f.cfg.Instance }
-
 // Delivering reports whether this relay's own heartbeats come back through
 // its subscription, i.e. whether it really receives what is published. It
 // is part of readiness.
