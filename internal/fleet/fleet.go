@@ -117,6 +117,7 @@ type Fleet struct {
 	seq           uint64    // last heartbeat's sequence number
 	echoed        uint64    // highest own sequence number heard back
 	unanswered    []uint64  // own heartbeats published while receiving, not heard back yet
+	recreatedAt   int       // len(unanswered) when the feed was last asked to recreate
 	// coverage is when this relay's own subscription last started receiving
 	// without a break, as its own heartbeats prove; zero while it is not.
 	coverage  time.Time
@@ -275,6 +276,13 @@ func (f *Fleet) check(feed Feed) {
 		f.coverage = time.Time{}
 	}
 	f.prune(now)
+	// Recreate after Missed unanswered, and again after Missed more: not
+	// on every tick while the feed is still busy recreating (heartbeats
+	// published meanwhile are not counted, so n stands still).
+	recreate := n >= f.cfg.Missed && n-f.recreatedAt >= f.cfg.Missed
+	if recreate {
+		f.recreatedAt = n
+	}
 	f.mu.Unlock()
 	f.m.unanswered.Set(float64(n))
 	if n < f.cfg.Missed {
@@ -283,7 +291,7 @@ func (f *Fleet) check(feed Feed) {
 	if f.delivering.Swap(false) {
 		f.log.Error("own heartbeats are not coming back; not ready", "unanswered", n)
 	}
-	if n%f.cfg.Missed == 0 {
+	if recreate {
 		f.log.Warn("recreating the subscription", "reason", "own heartbeats not coming back", "unanswered", n)
 		f.m.recreations.Inc()
 		feed.Recreate("own heartbeats not coming back")
@@ -363,6 +371,7 @@ func (f *Fleet) hear(data []byte) {
 func (f *Fleet) echo(seq uint64, now time.Time) {
 	f.echoed = max(f.echoed, seq)
 	f.unanswered = slices.DeleteFunc(f.unanswered, func(s uint64) bool { return s <= f.echoed })
+	f.recreatedAt = 0
 	if f.coverage.IsZero() {
 		f.coverage = now
 	}

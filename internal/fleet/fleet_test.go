@@ -365,3 +365,55 @@ func TestRoute(t *testing.T) {
 		t.Errorf("fleet %v, want vm-b with 4 clients", got)
 	}
 }
+
+// stuckFeed is a feed whose subscription delivers nothing; Recreate takes
+// it out of service until the test puts it back.
+type stuckFeed struct {
+	ready     atomic.Bool
+	recreates atomic.Int32
+}
+
+func (s *stuckFeed) Ready() bool { return s.ready.Load() }
+func (s *stuckFeed) Recreate(string) {
+	s.recreates.Add(1)
+	s.ready.Store(false)
+}
+
+// TestRecreateNotRepeatedWhileRecovering: the fleet asks for a recreate
+// after Missed unanswered heartbeats, not again on every tick while the
+// feed is busy with it, and again after Missed more once it receives.
+func TestRecreateNotRepeatedWhileRecovering(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// No subscription on this broker: nothing ever comes back.
+		f := New(Config{VM: "vm-a", Interval: interval, Clients: func() int { return 0 }}, mempubsub.New(mempubsub.Config{}))
+		feed := &stuckFeed{}
+		feed.ready.Store(true)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = f.Run(ctx, feed); close(done) }()
+
+		time.Sleep(time.Duration(DefaultMissed)*interval + time.Second)
+		synctest.Wait()
+		if got := feed.recreates.Load(); got != 1 {
+			t.Fatalf("recreates after %d unanswered: %d, want 1", DefaultMissed, got)
+		}
+		time.Sleep(5 * interval)
+		synctest.Wait()
+		if got := feed.recreates.Load(); got != 1 {
+			t.Errorf("recreates while the feed is recovering: %d, want still 1", got)
+		}
+		feed.ready.Store(true) // receiving again, but still nothing comes back
+		// The next tick publishes the first counted heartbeat; Missed
+		// ticks later that many are known missing.
+		time.Sleep(time.Duration(DefaultMissed+1)*interval + time.Second)
+		synctest.Wait()
+		if got := feed.recreates.Load(); got != 2 {
+			t.Errorf("recreates after %d more unanswered: %d, want 2", DefaultMissed, got)
+		}
+		if f.Delivering() {
+			t.Error("delivering while nothing comes back")
+		}
+		cancel()
+		<-done
+	})
+}
