@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/skywatch-dev/skywatch/internal/api"
+	"github.com/skywatch-dev/skywatch/internal/fleet"
 	"github.com/skywatch-dev/skywatch/internal/hub"
 	"github.com/skywatch-dev/skywatch/internal/iplimit"
 	"github.com/skywatch-dev/skywatch/internal/names"
@@ -41,6 +43,10 @@ type config struct {
 	// client alike (which needs it up front).
 	PublishTimeout time.Duration
 	LogFormat      string
+	// HeartbeatInterval and OrphanAfter tune the fleet; zero means its
+	// defaults.
+	HeartbeatInterval time.Duration
+	OrphanAfter       time.Duration
 
 	// Who may publish and how much (loadPublish).
 	BrowserPublish hub.BrowserPublish
@@ -54,6 +60,9 @@ type config struct {
 
 	allocGenerated bool
 }
+
+// minOrphanBeats is the least ORPHAN_AFTER allowed, in heartbeat intervals.
+const minOrphanBeats = 5
 
 // defaultProject names the project on an emulator, which accepts any.
 const defaultProject = "skywatch-local"
@@ -129,6 +138,13 @@ func loadConfig(getenv func(string) string) (config, error) {
 		c.RateBurst = n
 	}
 	errs = append(errs, loadPublish(getenv, &c)...)
+	c.HeartbeatInterval = duration(getenv, names.EnvHeartbeatInterval, &errs)
+	c.OrphanAfter = duration(getenv, names.EnvOrphanAfter, &errs)
+	// A janitor that judges after a few lost heartbeats would delete live
+	// relays' subscriptions: keep the silence it needs well above them.
+	if iv, oa := cmp.Or(c.HeartbeatInterval, fleet.DefaultInterval), cmp.Or(c.OrphanAfter, fleet.DefaultOrphanAfter); oa < minOrphanBeats*iv {
+		errs = append(errs, fmt.Errorf("%s %v: want at least %d × %s (%v)", names.EnvOrphanAfter, oa, minOrphanBeats, names.EnvHeartbeatInterval, iv))
+	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("%s %q: want text or json", names.EnvLogFormat, c.LogFormat))
 	}
@@ -228,6 +244,19 @@ func loadPublish(getenv func(string) string, c *config) []error {
 		errs = append(errs, fmt.Errorf("%s %q: want true or false", names.EnvTrustFlyClientIP, v))
 	}
 	return errs
+}
+
+// duration reads a Go duration such as 10s; unset is zero (the default).
+func duration(getenv func(string) string, name string, errs *[]error) time.Duration {
+	v := getenv(name)
+	if v == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		*errs = append(*errs, fmt.Errorf("%s %q: want a duration > 0 such as 10s", name, v))
+	}
+	return d
 }
 
 func or(v, def string) string {

@@ -163,15 +163,13 @@ func newRelay(ctx context.Context, cfg config, id relayID, b broker.Broker, log 
 			RelayRate:  cfg.RelayRate,
 			RelayBurst: cfg.RelayBurst,
 		},
-	}, b)
+	}, broker.Alerts(b))
+	sub := names.Subscription(cfg.SubPrefix, id.VM)
+	fl := newFleet(cfg, id, sub, h, b, log, reg)
 	f := feed.New(b, feed.Config{
-		Name:   names.Subscription(cfg.SubPrefix, id.VM),
+		Name:   sub,
 		Logger: log,
-	}, h.Deliver)
-	// Not ready until the feed receives: said before the server listens, so
-	// even the first client hears it.
-	h.SetReady(f.Ready())
-	go h.FollowReadiness(ctx, f.Ready, readinessPoll)
+	}, fl.Route(h.Deliver))
 	// API alerts go through the same broker as the browsers': every relay
 	// receives them from its subscription like any other.
 	a := api.New(api.Config{
@@ -183,14 +181,20 @@ func newRelay(ctx context.Context, cfg config, id relayID, b broker.Broker, log 
 		PublishTimeout: cfg.PublishTimeout,
 		Logger:         log,
 		Registerer:     reg,
-	}, b)
+	}, broker.Alerts(b))
 	if a.Enabled() {
 		log.Info("publish API on", "route", "POST /api/alerts", "tokens", cfg.PublishTokens.Len())
 	} else {
 		log.Info("publish API off: " + names.EnvPublishTokens + " not set; POST /api/alerts answers 404")
 	}
 	log.Info("browser publishing", "mode", cfg.BrowserPublish)
-	return server.New(server.Config{Hub: h, Feed: f, Metrics: reg, Logger: log, API: a})
+	srv := server.New(server.Config{Hub: h, Feed: f, Fleet: fl, API: a, Metrics: reg, Logger: log})
+	// Clients hear the relay's readiness (its feed receives and its own
+	// heartbeats come back); said before the server listens, so even the
+	// first client hears it.
+	h.SetReady(srv.Ready())
+	go h.FollowReadiness(ctx, srv.Ready, readinessPoll)
+	return srv
 }
 
 // runDev runs three relays ("VMs") on one embedded broker in one process,

@@ -36,6 +36,13 @@
 //     count in a hidden tab's title, no sideways scroll at 320 px with a
 //     280-character word, WCAG AA contrast in light and dark mode, a visible
 //     focus ring, labels and roles; a screenshot of each state.
+//   - the fleet (fleet_test.go, fleet_browser_test.go): a SIGKILLed VM's
+//     subscription is deleted by a survivor's janitor within ORPHAN_AFTER
+//     and a heartbeat interval or two, live VMs' never (also after an
+//     emulator restart); two processes with one alloc id see each other;
+//     after a 20 s emulator stall every VM notices its own heartbeats
+//     missing, recreates its subscription and delivers everything again;
+//     the page shows the fleet's total and VMs and follows VMs that stop.
 //
 // How to run it (from the repository root):
 //

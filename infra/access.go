@@ -36,7 +36,7 @@ const (
 // granted on the topic alone (docs/iam.md maps each to the relay's calls).
 var topicPermissions = []string{
 	"pubsub.topics.attachSubscription", // CreateSubscription, on the topic
-	"pubsub.topics.get",                // GetTopic: check it exists, never create it
+	"pubsub.topics.get",                // GetTopic: check it exists, never create it; ListTopicSubscriptions (the janitor)
 	"pubsub.topics.publish",            // Publish
 }
 

@@ -377,6 +377,13 @@ func TestLeastPrivilege(t *testing.T) {
 		if got := roles[name]; !slices.Equal(got, want) {
 			t.Errorf("role %s permissions %v, want exactly %v", name, got, want)
 		}
+		// The janitor lists the topic's subscriptions with
+		// ListTopicSubscriptions, which needs pubsub.topics.get on the
+		// topic (above); listing every subscription of the project would
+		// be broader and is not needed.
+		if slices.Contains(roles[name], "pubsub.subscriptions.list") {
+			t.Errorf("role %s has pubsub.subscriptions.list; the topic's own listing needs only pubsub.topics.get", name)
+		}
 	}
 
 	// The bindings: topic permissions on the topic, subscription

@@ -17,6 +17,15 @@ import (
 // test with errors.Is.
 var ErrNotFound = errors.New("subscription not found")
 
+// Message is what travels on the topic: a payload and, optionally, string
+// attributes (Pub/Sub's message attributes). Attributes let a receiver tell
+// kinds of message apart without decoding the payload; a message without
+// them is an alert, as every message was before attributes existed.
+type Message struct {
+	Data       []byte
+	Attributes map[string]string
+}
+
 // Broker is a topic with named subscriptions on it. Every subscription gets
 // every message published after it was created (fan-out, like Pub/Sub).
 // Delivery is at least once: a message may arrive more than once.
@@ -29,12 +38,13 @@ type Broker interface {
 
 // Publisher is the half of a Broker the hub uses.
 type Publisher interface {
-	// Publish sends data to the topic and returns once the broker has
+	// Publish sends m to the topic and returns once the broker has
 	// accepted it. It gives up when ctx is done and returns an error; a
 	// message whose Publish returned an error should not be delivered later.
-	// data must not be empty (Pub/Sub refuses empty messages); the caller
-	// may reuse it once Publish returns.
-	Publish(ctx context.Context, data []byte) error
+	// m.Data must not be empty (Pub/Sub refuses a message with neither data
+	// nor attributes; requiring data keeps the rule simple); the caller may
+	// reuse m.Data and m.Attributes once Publish returns.
+	Publish(ctx context.Context, m Message) error
 }
 
 // Subscriber is the half of a Broker the feed uses: one VM's subscription.
@@ -62,11 +72,33 @@ type Subscriber interface {
 	// callers poll CheckSubscription to find one that vanishes later), and
 	// another error if receiving fails for good. handle may be called from
 	// several goroutines at once; a message is acknowledged after handle
-	// returns. handle must not modify data, which may be shared with
-	// other subscriptions.
-	Receive(ctx context.Context, name string, handle func(data []byte)) error
+	// returns. handle must not modify m.Data or m.Attributes, which may be
+	// shared with other subscriptions. A message published without
+	// attributes arrives with nil or empty Attributes.
+	Receive(ctx context.Context, name string, handle func(m Message)) error
 
 	// DeleteSubscription removes the subscription. Deleting one that does not
 	// exist is not an error.
 	DeleteSubscription(ctx context.Context, name string) error
+}
+
+// Lister is an optional extra of a Broker, found by type assertion (as
+// io.Closer is): the janitor needs it, the relay's delivery path does not.
+type Lister interface {
+	// ListSubscriptions returns the IDs (not full resource names) of every
+	// subscription attached to the broker's topic, in no particular order.
+	ListSubscriptions(ctx context.Context) ([]string, error)
+}
+
+// Alerts adapts p for publishers of plain payloads (the hub, the publish
+// API): each payload goes out as a message without attributes, which every
+// relay, old or new, reads as an alert.
+func Alerts(p Publisher) AlertPublisher { return AlertPublisher{p} }
+
+// AlertPublisher publishes payloads as attribute-less messages.
+type AlertPublisher struct{ p Publisher }
+
+// Publish sends data as an alert.
+func (a AlertPublisher) Publish(ctx context.Context, data []byte) error {
+	return a.p.Publish(ctx, Message{Data: data})
 }

@@ -33,14 +33,17 @@ type Config struct {
 type Feed struct {
 	sub    broker.Subscriber
 	cfg    Config
-	handle func([]byte)
+	handle func(broker.Message)
 	log    *slog.Logger
 	ready  atomic.Bool
+	// recreate and stop serve Recreate (fleet: own heartbeats not returning).
+	recreate atomic.Bool
+	stop     atomic.Pointer[context.CancelCauseFunc]
 }
 
 // New returns a Feed that delivers every message on the subscription to
 // handle, which may be called from several goroutines at once.
-func New(sub broker.Subscriber, cfg Config, handle func(data []byte)) *Feed {
+func New(sub broker.Subscriber, cfg Config, handle func(m broker.Message)) *Feed {
 	if cfg.CheckInterval <= 0 {
 		cfg.CheckInterval = 2 * time.Second
 	}
@@ -79,6 +82,10 @@ func (f *Feed) Run(ctx context.Context) error {
 	// only a vanished one.
 	fresh := true
 	for ctx.Err() == nil {
+		if f.recreate.Swap(false) {
+			f.drop(ctx)
+			fresh = true
+		}
 		err := f.attach(ctx, fresh)
 		if err == nil {
 			fresh = false
@@ -126,6 +133,7 @@ func (f *Feed) attach(ctx context.Context, fresh bool) error {
 func (f *Feed) receive(ctx context.Context) error {
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	f.stop.Store(&cancel)
 	done := make(chan error, 1)
 	go func() { done <- f.sub.Receive(rctx, f.cfg.Name, f.handle) }()
 
@@ -140,6 +148,9 @@ func (f *Feed) receive(ctx context.Context) error {
 		case err := <-done:
 			if ctx.Err() != nil {
 				return nil
+			}
+			if err == nil {
+				err = context.Cause(rctx) // Recreate's reason, if it stopped us
 			}
 			if err == nil {
 				err = errors.New("receive ended")
@@ -160,6 +171,34 @@ func (f *Feed) receive(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// Recreate stops receiving and makes the subscription again (dropping its
+// backlog), through the path that recovers a vanished one. The fleet calls
+// it when the relay's own heartbeats stop coming back although the
+// subscription exists: a pull stream the broker no longer serves.
+func (f *Feed) Recreate(reason string) {
+	f.recreate.Store(true)
+	if stop := f.stop.Load(); stop != nil {
+		(*stop)(errors.New(reason))
+	}
+}
+
+// recreateGap is how long Recreate waits between deleting the subscription
+// and making it again. The emulator (0.8.20) cannot close a cancelled pull
+// stream: one by the same name made within about a second is served partly
+// to the dead stream. Google Cloud has no such bug; the gap costs it a
+// second or two more of lost messages on a path that is already a loss.
+const recreateGap = 2 * time.Second
+
+// drop deletes the subscription for Recreate and waits recreateGap.
+func (f *Feed) drop(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, f.cfg.CheckTimeout)
+	defer cancel()
+	if err := f.sub.DeleteSubscription(cctx, f.cfg.Name); err != nil {
+		f.log.Warn("delete subscription before recreating", "err", err)
+	}
+	sleep(ctx, recreateGap)
 }
 
 // Delete removes the subscription. Call it after Run has returned, so that

@@ -25,10 +25,10 @@ type inbox struct {
 	got []string
 }
 
-func (in *inbox) handle(data []byte) {
+func (in *inbox) handle(m broker.Message) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	in.got = append(in.got, string(data))
+	in.got = append(in.got, string(m.Data))
 }
 
 func (in *inbox) has(s string) bool {
@@ -79,7 +79,7 @@ func TestBootDropsStaleBacklog(t *testing.T) {
 	if err := b.CreateSubscription(ctx, "ID_vm1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Publish(ctx, []byte("stale")); err != nil {
+	if err := b.Publish(ctx, broker.Message{Data: []byte("stale")}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -87,7 +87,7 @@ func TestBootDropsStaleBacklog(t *testing.T) {
 	f := feed.New(b, fastConfig("ID_vm1"), in.handle)
 	start(t, f)
 	testkit.Eventually(t, "feed ready", f.Ready)
-	if err := b.Publish(ctx, []byte("fresh")); err != nil {
+	if err := b.Publish(ctx, broker.Message{Data: []byte("fresh")}); err != nil {
 		t.Fatal(err)
 	}
 	testkit.Eventually(t, `"fresh" delivered`, func() bool { return in.has("fresh") })
@@ -116,7 +116,7 @@ func TestVanishedSubscriptionIsRecreated(t *testing.T) {
 			// until the recreated subscription delivers.
 			for i := 0; ; i++ {
 				msg := fmt.Sprintf("after-%d", i)
-				if err := b.Publish(ctx, []byte(msg)); err != nil {
+				if err := b.Publish(ctx, broker.Message{Data: []byte(msg)}); err != nil {
 					t.Fatal(err)
 				}
 				if in.has(msg) || func() bool { time.Sleep(10 * time.Millisecond); return in.has(msg) }() {
@@ -185,7 +185,7 @@ func TestOutageTurnsReadinessOffAndRecovers(t *testing.T) {
 
 	// Alerts published during the blip sit in the subscription, which still
 	// exists; recovery must keep it rather than recreate it.
-	if err := b.Broker.Publish(ctx, []byte("during")); err != nil {
+	if err := b.Broker.Publish(ctx, broker.Message{Data: []byte("during")}); err != nil {
 		t.Fatal(err)
 	}
 	b.down.Store(false)
@@ -196,7 +196,7 @@ func TestOutageTurnsReadinessOffAndRecovers(t *testing.T) {
 func TestBrokerDownAtBootIsRetried(t *testing.T) {
 	b := &flaky{Broker: mempubsub.New(mempubsub.Config{})}
 	b.down.Store(true)
-	f := feed.New(b, fastConfig("ID_vm1"), func([]byte) {})
+	f := feed.New(b, fastConfig("ID_vm1"), func(broker.Message) {})
 	start(t, f)
 	// Let the feed fail a few times before the broker comes back.
 	testkit.Eventually(t, "the feed retried while the broker was down", func() bool { return b.refusals.Load() >= 3 })
@@ -210,7 +210,7 @@ func TestBrokerDownAtBootIsRetried(t *testing.T) {
 func TestDeleteAfterStop(t *testing.T) {
 	ctx := t.Context()
 	b := mempubsub.New(mempubsub.Config{})
-	f := feed.New(b, fastConfig("ID_vm1"), func([]byte) {})
+	f := feed.New(b, fastConfig("ID_vm1"), func(broker.Message) {})
 	stop := start(t, f)
 	testkit.Eventually(t, "feed ready", f.Ready)
 	stop()

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -173,6 +174,8 @@ type Hub struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	fleet atomic.Pointer[websocket.PreparedMessage] // the latest fleet frame (fleet.go)
+
 	mu      sync.RWMutex
 	clients map[*client]struct{}
 	closing bool
@@ -302,6 +305,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	// Queued before the client is visible to Deliver, so hello is always
 	// the first frame; the queue is empty, so this never blocks.
 	c.send <- h.hello
+	h.sendFleet(c)
 	if !h.register(c) {
 		// Close began between the check above and now.
 		h.m.rejected.Inc()

@@ -34,6 +34,8 @@ const (
 	EnvAlertRate          = "ALERT_RATE"
 	EnvAlertBurst         = "ALERT_BURST"
 	EnvLogFormat          = "LOG_FORMAT"
+	EnvHeartbeatInterval  = "HEARTBEAT_INTERVAL" // a Go duration, e.g. 10s
+	EnvOrphanAfter        = "ORPHAN_AFTER"       // a Go duration, e.g. 10m
 	// EnvFallbackRelays lists other relays' WebSocket URLs the page may fail
 	// over to, for several relays on one machine (on Fly leave it unset).
 	EnvFallbackRelays = "FALLBACK_RELAYS"

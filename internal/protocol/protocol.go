@@ -374,3 +374,28 @@ func Encode(v any) []byte {
 	}
 	return b
 }
+
+// TypeFleet is the frame that shows the fleet: every relay this one hears,
+// with its clients. Added after v1 shipped; v1 clients ignore frame types
+// they do not know, so Version stays 1.
+const TypeFleet = "fleet"
+
+// Fleet is the fleet as one relay sees it. The relay sends it as a frame
+// (Type "fleet", without SeenAt) when it changes, at most every few
+// seconds, and answers GET /fleet with it (without Type, with SeenAt).
+type Fleet struct {
+	Type    string    `json:"type,omitempty"`
+	VMs     []FleetVM `json:"vms"`
+	Clients int       `json:"clients"` // the sum of the VMs' clients
+}
+
+// FleetVM is one relay in a Fleet.
+type FleetVM struct {
+	VM      string `json:"vm"`
+	Region  string `json:"region"`
+	Clients int    `json:"clients"`
+	SeenAt  string `json:"seen_at,omitempty"` // when its last heartbeat arrived, RFC 3339 UTC
+	// Duplicate is true while two processes are heard with this VM id: they
+	// share one subscription, so each gets only part of the alerts.
+	Duplicate bool `json:"duplicate,omitempty"`
+}

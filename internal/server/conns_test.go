@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/skywatch-dev/skywatch/internal/broker"
 	"github.com/skywatch-dev/skywatch/internal/broker/mempubsub"
 	"github.com/skywatch-dev/skywatch/internal/feed"
 	"github.com/skywatch-dev/skywatch/internal/hub"
@@ -22,8 +23,8 @@ func startServer(t *testing.T, idle time.Duration) (string, *prometheus.Registry
 	t.Helper()
 	b := mempubsub.New(mempubsub.Config{})
 	reg := prometheus.NewRegistry()
-	h := hub.New(hub.Config{Registerer: reg}, b)
-	f := feed.New(b, feed.Config{Name: "ID_test"}, h.Deliver)
+	h := hub.New(hub.Config{Registerer: reg}, broker.Alerts(b))
+	f := feed.New(b, feed.Config{Name: "ID_test"}, func(m broker.Message) { h.Deliver(m.Data) })
 	api := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusTeapot) })
 	s := New(Config{Hub: h, Feed: f, Metrics: reg, API: api})
 	s.http.IdleTimeout = idle // the test's own, not 30 s

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/skywatch-dev/skywatch/internal/feed"
+	"github.com/skywatch-dev/skywatch/internal/fleet"
 	"github.com/skywatch-dev/skywatch/internal/hub"
 	"github.com/skywatch-dev/skywatch/internal/web"
 )
@@ -23,6 +24,9 @@ import (
 type Config struct {
 	Hub  *hub.Hub
 	Feed *feed.Feed
+	// Fleet, if set, serves GET /fleet, runs beside the feed and must see
+	// the relay's own heartbeats come back for the relay to be ready.
+	Fleet *fleet.Fleet
 	// Metrics is served at /metrics and receives the server's own series
 	// (skywatch_http_connections). Nil: a private registry.
 	Metrics *prometheus.Registry
@@ -37,6 +41,7 @@ type Server struct {
 	hub      *hub.Hub
 	feed     *feed.Feed
 	api      http.Handler
+	fleet    *fleet.Fleet
 	metrics  prometheus.Gatherer
 	log      *slog.Logger
 	stopping atomic.Bool
@@ -57,7 +62,7 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{hub: cfg.Hub, feed: cfg.Feed, api: cfg.API, metrics: cfg.Metrics, log: cfg.Logger, feedDone: make(chan struct{})}
+	s := &Server{hub: cfg.Hub, feed: cfg.Feed, api: cfg.API, fleet: cfg.Fleet, metrics: cfg.Metrics, log: cfg.Logger, feedDone: make(chan struct{})}
 	s.http = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: readHeaderTimeout,
@@ -91,12 +96,18 @@ func (s *Server) Handler() http.Handler {
 		writeStatus(w, http.StatusServiceUnavailable, "not ready")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
+	if s.fleet != nil {
+		mux.Handle("GET /fleet", s.fleet)
+	}
 	return mux
 }
 
-// Ready reports whether the relay is receiving from its subscription and not
+// Ready reports whether the relay is receiving from its subscription (and,
+// with a Fleet, hears its own heartbeats come back through it) and not
 // shutting down: the only state in which it can deliver alerts.
-func (s *Server) Ready() bool { return !s.stopping.Load() && s.feed.Ready() }
+func (s *Server) Ready() bool {
+	return !s.stopping.Load() && s.feed.Ready() && (s.fleet == nil || s.fleet.Delivering())
+}
 
 // Serve starts the feed and serves HTTP on ln until ctx is done or serving
 // fails, and returns; the routes stay up until Shutdown, which the caller
@@ -110,6 +121,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer close(s.feedDone)
 		_ = s.feed.Run(feedCtx)
 	}()
+
+	// Heartbeats stop with ctx: a stopping relay says it leaves.
+	if s.fleet != nil {
+		go func() { _ = s.fleet.Run(ctx, s.feed) }()
+	}
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.http.Serve(ln) }()

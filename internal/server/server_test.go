@@ -30,7 +30,7 @@ type hangingBroker struct {
 	receiveStarted chan struct{}
 }
 
-func (b *hangingBroker) Receive(ctx context.Context, name string, handle func([]byte)) error {
+func (b *hangingBroker) Receive(ctx context.Context, name string, handle func(broker.Message)) error {
 	close(b.receiveStarted)
 	err := b.Broker.Receive(ctx, name, handle)
 	<-b.release
@@ -47,8 +47,8 @@ func (b *hangingBroker) DeleteSubscription(ctx context.Context, name string) err
 // loopback port until the returned stop is called.
 func newServer(t *testing.T, b broker.Broker) (srv *server.Server, addr testkit.Endpoint, stop func() error) {
 	t.Helper()
-	h := hub.New(hub.Config{VM: "vm1", Region: "ams"}, b)
-	f := feed.New(b, feed.Config{Name: "ID_vm1"}, h.Deliver)
+	h := hub.New(hub.Config{VM: "vm1", Region: "ams"}, broker.Alerts(b))
+	f := feed.New(b, feed.Config{Name: "ID_vm1"}, func(m broker.Message) { h.Deliver(m.Data) })
 	srv = server.New(server.Config{Hub: h, Feed: f})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

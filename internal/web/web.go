@@ -1,5 +1,6 @@
 // Package web serves the browser page: a red button that sends an alert,
-// the list of alerts as they arrive, and which VM the page is connected to.
+// the list of alerts as they arrive, which VM the page is connected to, and
+// the fleet (fleet.js).
 // The files are embedded, so the relay is one binary.
 package web
 

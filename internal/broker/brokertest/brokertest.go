@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -42,6 +44,8 @@ func Run(t *testing.T, newBroker func(t *testing.T) broker.Broker) {
 		{"ConcurrentPublishers", testConcurrentPublishers},
 		{"PublishCancelled", testPublishCancelled},
 		{"PublishEmpty", testPublishEmpty},
+		{"Attributes", testAttributes},
+		{"ListSubscriptions", testListSubscriptions},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -110,7 +114,7 @@ func testBacklogKeptWithoutReceive(t *testing.T, b broker.Broker) {
 	// lose the backlog either.
 	ctx, cancel := context.WithCancel(ctxT(t))
 	cancel()
-	if err := b.Receive(ctx, name, func([]byte) {}); err != nil {
+	if err := b.Receive(ctx, name, func(broker.Message) {}); err != nil {
 		t.Fatalf("Receive with cancelled ctx: %v, want nil", err)
 	}
 
@@ -149,8 +153,8 @@ func testDeleteMissing(t *testing.T, b broker.Broker) {
 }
 
 func testReceiveMissing(t *testing.T, b broker.Broker) {
-	err := b.Receive(ctxT(t), randomName("never"), func(data []byte) {
-		t.Errorf("handle called with %q on a missing subscription", data)
+	err := b.Receive(ctxT(t), randomName("never"), func(m broker.Message) {
+		t.Errorf("handle called with %q on a missing subscription", m.Data)
 	})
 	if !errors.Is(err, broker.ErrNotFound) {
 		t.Fatalf("Receive on missing subscription: %v, want ErrNotFound", err)
@@ -167,7 +171,7 @@ func startRunning(t *testing.T, b broker.Broker, name string) (cancel context.Ca
 	got := make(chan struct{}, 1)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- b.Receive(ctx, name, func([]byte) {
+		errc <- b.Receive(ctx, name, func(broker.Message) {
 			select {
 			case got <- struct{}{}:
 			default:
@@ -251,7 +255,7 @@ func testConcurrentPublishers(t *testing.T, b broker.Broker) {
 		want = append(want, batch...)
 		wg.Go(func() {
 			for _, m := range batch {
-				if err := b.Publish(ctxT(t), []byte(m)); err != nil {
+				if err := b.Publish(ctxT(t), broker.Message{Data: []byte(m)}); err != nil {
 					errs <- fmt.Errorf("publish %s: %w", m, err)
 				}
 			}
@@ -273,7 +277,7 @@ func testPublishCancelled(t *testing.T, b broker.Broker) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	ghost := payloads("ghost", 1)
-	if err := b.Publish(ctx, []byte(ghost[0])); !errors.Is(err, context.Canceled) {
+	if err := b.Publish(ctx, broker.Message{Data: []byte(ghost[0])}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Publish with cancelled ctx: %v, want context.Canceled", err)
 	}
 	marker := payloads("marker", 3)
@@ -284,8 +288,54 @@ func testPublishCancelled(t *testing.T, b broker.Broker) {
 
 // testPublishEmpty: an empty message is refused, as Pub/Sub refuses it.
 func testPublishEmpty(t *testing.T, b broker.Broker) {
-	if err := b.Publish(ctxT(t), nil); err == nil {
+	if err := b.Publish(ctxT(t), broker.Message{}); err == nil {
 		t.Fatal("Publish of an empty message: nil error, want one")
+	}
+}
+
+// testAttributes: attributes arrive as they were published, and a message
+// published without them arrives without them (the relay reads such a
+// message as an alert, so old and new relays understand each other).
+func testAttributes(t *testing.T, b broker.Broker) {
+	r := startReceiver(t, b, createSubscription(t, b))
+	tagged, plain := payloads("tagged", 1)[0], payloads("plain", 1)[0]
+	want := map[string]string{"kind": "heartbeat", "v": "1"}
+	if err := b.Publish(ctxT(t), broker.Message{Data: []byte(tagged), Attributes: want}); err != nil {
+		t.Fatalf("Publish with attributes: %v", err)
+	}
+	publishAll(t, b, []string{plain})
+	r.waitFor(t, []string{tagged, plain})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if got := r.attrs[tagged]; !maps.Equal(got, want) {
+		t.Errorf("attributes of %s: %v, want %v", tagged, got, want)
+	}
+	if got := r.attrs[plain]; len(got) != 0 {
+		t.Errorf("attributes of %s: %v, want none", plain, got)
+	}
+}
+
+// testListSubscriptions: a broker that offers broker.Lister lists what was
+// created on its topic and not what was deleted.
+func testListSubscriptions(t *testing.T, b broker.Broker) {
+	l, ok := b.(broker.Lister)
+	if !ok {
+		t.Skipf("%T does not implement broker.Lister", b)
+	}
+	kept := createSubscription(t, b)
+	gone := createSubscription(t, b)
+	if err := b.DeleteSubscription(ctxT(t), gone); err != nil {
+		t.Fatalf("DeleteSubscription: %v", err)
+	}
+	names, err := l.ListSubscriptions(ctxT(t))
+	if err != nil {
+		t.Fatalf("ListSubscriptions: %v", err)
+	}
+	if !slices.Contains(names, kept) {
+		t.Errorf("ListSubscriptions = %v, want it to include %s", names, kept)
+	}
+	if slices.Contains(names, gone) {
+		t.Errorf("ListSubscriptions = %v, want it without the deleted %s", names, gone)
 	}
 }
 
@@ -298,6 +348,7 @@ type receiver struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every message
 	counts  map[string]int
+	attrs   map[string]map[string]string // by payload, as last received
 }
 
 // startReceiver runs Receive on name until the test ends, then checks that
@@ -309,6 +360,7 @@ func startReceiver(t *testing.T, b broker.Broker, name string) *receiver {
 		done:    make(chan struct{}),
 		changed: make(chan struct{}),
 		counts:  make(map[string]int),
+		attrs:   make(map[string]map[string]string),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
@@ -329,10 +381,11 @@ func startReceiver(t *testing.T, b broker.Broker, name string) *receiver {
 	return r
 }
 
-func (r *receiver) handle(data []byte) {
+func (r *receiver) handle(m broker.Message) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.counts[string(data)]++
+	r.counts[string(m.Data)]++
+	r.attrs[string(m.Data)] = maps.Clone(m.Attributes)
 	close(r.changed)
 	r.changed = make(chan struct{})
 }
@@ -397,7 +450,7 @@ func createSubscription(t *testing.T, b broker.Broker) string {
 func publishAll(t *testing.T, b broker.Broker, msgs []string) {
 	t.Helper()
 	for _, m := range msgs {
-		if err := b.Publish(ctxT(t), []byte(m)); err != nil {
+		if err := b.Publish(ctxT(t), broker.Message{Data: []byte(m)}); err != nil {
 			t.Fatalf("Publish %s: %v", m, err)
 		}
 	}

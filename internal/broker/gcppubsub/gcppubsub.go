@@ -5,12 +5,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"strings"
 	"time"
 
 	"cloud.google.com/go/auth/credentials"
 	"cloud.google.com/go/pubsub/v2"
 	vkit "cloud.google.com/go/pubsub/v2/apiv1"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -21,7 +24,10 @@ import (
 	"github.com/skywatch-dev/skywatch/internal/broker"
 )
 
-var _ broker.Broker = (*Broker)(nil)
+var (
+	_ broker.Broker = (*Broker)(nil)
+	_ broker.Lister = (*Broker)(nil)
+)
 
 // Defaults for the zero values of Config.
 const (
@@ -191,21 +197,21 @@ func (b *Broker) Close() error {
 	return nil
 }
 
-// Publish sends data and returns once Pub/Sub has accepted it. If ctx ends
+// Publish sends m and returns once Pub/Sub has accepted it. If ctx ends
 // first, Publish still waits (up to PublishTimeout after the batch left) for
 // the library's verdict, so that an error really means the message was not sent: it
 // returns nil if the message was accepted after all.
-func (b *Broker) Publish(ctx context.Context, data []byte) error {
+func (b *Broker) Publish(ctx context.Context, m broker.Message) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
-	if len(data) == 0 {
+	if len(m.Data) == 0 {
 		// Checked here because only Google Cloud refuses it; pstest would
 		// accept it and hide the bug.
 		return errors.New("publish: empty message")
 	}
-	// The library holds on to data until the batch is sent.
-	res := b.publisher.Publish(ctx, &pubsub.Message{Data: bytes.Clone(data)})
+	// The library holds on to the message until the batch is sent.
+	res := b.publisher.Publish(ctx, &pubsub.Message{Data: bytes.Clone(m.Data), Attributes: maps.Clone(m.Attributes)})
 	// The result is always ready within the batch's own deadline
 	// (PublishTimeout), whatever ctx does: waiting for it is bounded.
 	<-res.Ready()
@@ -300,7 +306,7 @@ func (b *Broker) DeleteSubscription(ctx context.Context, name string) error {
 // handle returns. A missing subscription ends Receive with an error wrapping
 // broker.ErrNotFound; one deleted while Receive runs ends it that way on
 // Google Cloud and the official emulator, but not on pstest.
-func (b *Broker) Receive(ctx context.Context, name string, handle func(data []byte)) error {
+func (b *Broker) Receive(ctx context.Context, name string, handle func(m broker.Message)) error {
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -313,7 +319,7 @@ func (b *Broker) Receive(ctx context.Context, name string, handle func(data []by
 		Timeout:  receiveShutdownTimeout,
 	}
 	err := sub.Receive(ctx, func(_ context.Context, m *pubsub.Message) {
-		handle(m.Data)
+		handle(broker.Message{Data: m.Data, Attributes: m.Attributes})
 		m.Ack()
 	})
 	switch {
@@ -325,6 +331,30 @@ func (b *Broker) Receive(ctx context.Context, name string, handle func(data []by
 		return nil
 	default:
 		return fmt.Errorf("receive %s: %w", name, err)
+	}
+}
+
+// ListSubscriptions returns the IDs of the subscriptions attached to the
+// topic (ListTopicSubscriptions; IAM checks pubsub.topics.get on the topic).
+// Subscriptions of this topic made in other projects are listed too; their
+// IDs come back as "projects/P/subscriptions/ID" so that nobody mistakes
+// them for this project's.
+func (b *Broker) ListSubscriptions(ctx context.Context) ([]string, error) {
+	it := b.client.TopicAdminClient.ListTopicSubscriptions(ctx, &pubsubpb.ListTopicSubscriptionsRequest{Topic: b.topic})
+	prefix := b.subName("")
+	var ids []string
+	for {
+		name, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			return ids, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list subscriptions of %s: %w", b.topic, err)
+		}
+		if id, ok := strings.CutPrefix(name, prefix); ok {
+			name = id
+		}
+		ids = append(ids, name)
 	}
 }
 

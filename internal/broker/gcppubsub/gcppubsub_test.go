@@ -116,7 +116,7 @@ func TestExistingTopicOnCloud(t *testing.T) {
 	if err := b.CreateSubscription(t.Context(), "vm-1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Publish(t.Context(), []byte("hello")); err != nil {
+	if err := b.Publish(t.Context(), broker.Message{Data: []byte("hello")}); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(srv.Messages()); n != 1 {
@@ -151,7 +151,7 @@ func TestUnreachable(t *testing.T) {
 	// give up, so that its error means the message will not be sent.
 	pctx, pcancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer pcancel()
-	err = b.Publish(pctx, []byte("lost"))
+	err = b.Publish(pctx, broker.Message{Data: []byte("lost")})
 	if err == nil {
 		t.Error("Publish while unreachable: nil error, want one")
 	}
@@ -160,7 +160,7 @@ func TestUnreachable(t *testing.T) {
 	rctx, rcancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
 	defer rcancel()
 	done := make(chan error, 1)
-	go func() { done <- b.Receive(rctx, "vm-1", func([]byte) {}) }()
+	go func() { done <- b.Receive(rctx, "vm-1", func(broker.Message) {}) }()
 	select {
 	case err := <-done:
 		t.Logf("Receive: %v", err)

@@ -5,12 +5,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/skywatch-dev/skywatch/internal/broker"
 )
 
-var _ broker.Broker = (*Broker)(nil)
+var (
+	_ broker.Broker = (*Broker)(nil)
+	_ broker.Lister = (*Broker)(nil)
+)
 
 // DefaultMaxBacklog is the per-subscription backlog cap used when
 // Config.MaxBacklog is zero. At a few hundred bytes per alert it bounds a
@@ -55,21 +60,22 @@ func New(cfg Config) *Broker {
 // attributes, so code that works here does not fail on Google Cloud.
 var errEmpty = errors.New("empty message")
 
-// Publish appends data to the backlog of every subscription. It never blocks
-// on receivers: the cost is one copy of data plus one append per
-// subscription. handle receives that shared copy, so it must not modify it.
-func (b *Broker) Publish(ctx context.Context, data []byte) error {
+// Publish appends m to the backlog of every subscription. It never blocks
+// on receivers: the cost is one copy of m plus one append per subscription.
+// handle receives that shared copy, so it must not modify it.
+func (b *Broker) Publish(ctx context.Context, m broker.Message) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
-	if len(data) == 0 {
+	if len(m.Data) == 0 {
 		return fmt.Errorf("publish: %w", errEmpty)
 	}
-	data = bytes.Clone(data) // the caller may reuse its buffer
+	// The caller may reuse its buffer and map.
+	m = broker.Message{Data: bytes.Clone(m.Data), Attributes: maps.Clone(m.Attributes)}
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	for _, s := range b.subs {
-		s.push(data, b.maxBacklog)
+		s.push(m, b.maxBacklog)
 	}
 	return nil
 }
@@ -119,7 +125,7 @@ func (b *Broker) DeleteSubscription(ctx context.Context, name string) error {
 // time, until ctx is done (it then returns nil) or the subscription is
 // deleted (it then returns an error wrapping broker.ErrNotFound). A message
 // is taken off the backlog just before handle is called with it.
-func (b *Broker) Receive(ctx context.Context, name string, handle func(data []byte)) error {
+func (b *Broker) Receive(ctx context.Context, name string, handle func(m broker.Message)) error {
 	s := b.lookup(name)
 	if s == nil {
 		return fmt.Errorf("receive %s: %w", name, broker.ErrNotFound)
@@ -130,9 +136,9 @@ func (b *Broker) Receive(ctx context.Context, name string, handle func(data []by
 		if ctx.Err() != nil {
 			return nil
 		}
-		data, ok := s.pop()
+		m, ok := s.pop()
 		if ok {
-			handle(data)
+			handle(m)
 			continue
 		}
 		select {
@@ -143,6 +149,16 @@ func (b *Broker) Receive(ctx context.Context, name string, handle func(data []by
 		case <-s.ready:
 		}
 	}
+}
+
+// ListSubscriptions returns the names of every subscription, sorted.
+func (b *Broker) ListSubscriptions(ctx context.Context) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("list subscriptions: %w", err)
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return slices.Sorted(maps.Keys(b.subs)), nil
 }
 
 func (b *Broker) lookup(name string) *subscription {
@@ -161,7 +177,7 @@ type subscription struct {
 	gone chan struct{}
 
 	mu    sync.Mutex
-	queue [][]byte // queue[0] is the oldest message
+	queue []broker.Message // queue[0] is the oldest message
 }
 
 func newSubscription() *subscription {
@@ -171,33 +187,33 @@ func newSubscription() *subscription {
 	}
 }
 
-func (s *subscription) push(data []byte, maxBacklog int) {
+func (s *subscription) push(m broker.Message, maxBacklog int) {
 	s.mu.Lock()
 	if maxBacklog > 0 && len(s.queue) >= maxBacklog {
-		s.queue[0] = nil // let the dropped message be collected
+		s.queue[0] = broker.Message{} // let the dropped message be collected
 		s.queue = s.queue[1:]
 	}
 	// Appending to a slice whose head has been popped reuses its spare
 	// capacity, and on growth copies only the live part: memory stays
 	// proportional to the backlog.
-	s.queue = append(s.queue, data)
+	s.queue = append(s.queue, m)
 	s.mu.Unlock()
 	s.signal()
 }
 
-func (s *subscription) pop() ([]byte, bool) {
+func (s *subscription) pop() (broker.Message, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.queue) == 0 {
-		return nil, false
+		return broker.Message{}, false
 	}
-	data := s.queue[0]
-	s.queue[0] = nil
+	m := s.queue[0]
+	s.queue[0] = broker.Message{}
 	s.queue = s.queue[1:]
 	if len(s.queue) > 0 {
 		s.signal()
 	}
-	return data, true
+	return m, true
 }
 
 func (s *subscription) clear() {

@@ -25,14 +25,14 @@ func TestMaxBacklog(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 5 {
-		if err := b.Publish(ctx, fmt.Appendf(nil, "m%d", i)); err != nil {
+		if err := b.Publish(ctx, broker.Message{Data: fmt.Appendf(nil, "m%d", i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	var got []string
-	err := b.Receive(rctx, "s", func(data []byte) {
-		got = append(got, string(data))
+	err := b.Receive(rctx, "s", func(m broker.Message) {
+		got = append(got, string(m.Data))
 		if len(got) == 3 {
 			cancel()
 		}
@@ -53,13 +53,13 @@ func TestPublishCopies(t *testing.T) {
 		t.Fatal(err)
 	}
 	buf := []byte("first")
-	if err := b.Publish(ctx, buf); err != nil {
+	if err := b.Publish(ctx, broker.Message{Data: buf}); err != nil {
 		t.Fatal(err)
 	}
 	copy(buf, "XXXXX")
 	rctx, cancel := context.WithCancel(ctx)
 	var got string
-	if err := b.Receive(rctx, "s", func(data []byte) { got = string(data); cancel() }); err != nil {
+	if err := b.Receive(rctx, "s", func(m broker.Message) { got = string(m.Data); cancel() }); err != nil {
 		t.Fatal(err)
 	}
 	if got != "first" {
@@ -74,11 +74,11 @@ func BenchmarkPublish(b *testing.B) {
 		if err := br.CreateSubscription(ctx, fmt.Sprint("s", i)); err != nil {
 			b.Fatal(err)
 		}
-		go br.Receive(ctx, fmt.Sprint("s", i), func([]byte) {})
+		go br.Receive(ctx, fmt.Sprint("s", i), func(broker.Message) {})
 	}
 	msg := make([]byte, 256)
 	for b.Loop() {
-		if err := br.Publish(ctx, msg); err != nil {
+		if err := br.Publish(ctx, broker.Message{Data: msg}); err != nil {
 			b.Fatal(err)
 		}
 	}

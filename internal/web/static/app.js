@@ -177,6 +177,10 @@
       Object.assign(model, { conn: "open", ready: true, reason: "", vm: String(m.vm), region: String(m.region), everOpen: true });
       render();
     },
+    // The fleet panel (issue 12) lives in fleet.js.
+    fleet(m) {
+      if (window.skywatchFleet) window.skywatchFleet.update(m);
+    },
     status(m) {
       model.ready = m.ready !== false;
       render();
