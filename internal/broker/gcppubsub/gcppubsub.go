@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"cloud.google.com/go/auth"
 	"cloud.google.com/go/auth/credentials"
 	"cloud.google.com/go/pubsub/v2"
 	vkit "cloud.google.com/go/pubsub/v2/apiv1"
@@ -58,6 +59,11 @@ type Config struct {
 	// It is kept in memory only, never logged or written to disk. If empty
 	// (and there is no emulator), Application Default Credentials are used.
 	CredentialsJSON []byte
+
+	// Credentials, if set, are used instead of CredentialsJSON: the relay
+	// passes Fly's keyless workload identity credentials (internal/flyoidc)
+	// or a key already parsed with KeyCredentials.
+	Credentials *auth.Credentials
 
 	// ClientOptions are appended last to the client's options, so they win;
 	// tests pass option.WithGRPCConn to reach an in-process pstest server.
@@ -129,16 +135,12 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 			option.WithoutAuthentication(),
 			option.WithTelemetryDisabled(),
 		)
+	case cfg.Credentials != nil:
+		opts = append(opts, option.WithAuthCredentials(cfg.Credentials))
 	case len(cfg.CredentialsJSON) > 0:
-		// Parsed here, with the type pinned to a service account, so that a
-		// bad key fails New with a clear error instead of the first call,
-		// and a key of another type (which could make the library fetch
-		// URLs named in it) is refused.
-		creds, err := credentials.NewCredentialsFromJSON(credentials.ServiceAccount, cfg.CredentialsJSON, &credentials.DetectOptions{
-			Scopes: vkit.DefaultAuthScopes(),
-		})
+		creds, err := KeyCredentials(cfg.CredentialsJSON)
 		if err != nil {
-			return nil, fmt.Errorf("gcppubsub: credentials: %w", err)
+			return nil, fmt.Errorf("gcppubsub: %w", err)
 		}
 		opts = append(opts, option.WithAuthCredentials(creds))
 	}
@@ -163,6 +165,25 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	}
 	return b, nil
 }
+
+// KeyCredentials parses a service-account key (raw JSON) into credentials
+// for Pub/Sub. The type is pinned to a service account, so a key of another
+// type (which could make the library fetch URLs named in it) is refused.
+// Parsing makes no call, so a bad key fails here, at start, rather than at
+// the first call; errors never quote the key.
+func KeyCredentials(key []byte) (*auth.Credentials, error) {
+	creds, err := credentials.NewCredentialsFromJSON(credentials.ServiceAccount, key, &credentials.DetectOptions{
+		Scopes: vkit.DefaultAuthScopes(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("credentials: %w", err)
+	}
+	return creds, nil
+}
+
+// Scopes are the OAuth scopes the Pub/Sub client asks for, for credentials
+// made elsewhere (internal/flyoidc).
+func Scopes() []string { return vkit.DefaultAuthScopes() }
 
 func (b *Broker) ensureTopic(ctx context.Context) error {
 	_, err := b.client.TopicAdminClient.GetTopic(ctx, &pubsubpb.GetTopicRequest{Topic: b.topic})
