@@ -35,6 +35,12 @@ type config struct {
 	PublishTimeout time.Duration
 	LogFormat      string
 
+	// WorkloadAudience and ServiceAccountEmail select keyless credentials:
+	// the Fly Machine's OIDC token exchanged through workload identity
+	// federation (internal/flyoidc). Not secret.
+	WorkloadAudience    string
+	ServiceAccountEmail string
+
 	allocGenerated bool
 }
 
@@ -56,6 +62,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		SubPrefix:    or(getenv(names.EnvSubscriptionPrefix), names.DefaultSubscriptionPrefix),
 		LogFormat:    or(getenv(names.EnvLogFormat), "text"),
 
+		WorkloadAudience:    getenv(names.EnvWorkloadIdentityAudience),
+		ServiceAccountEmail: getenv(names.EnvServiceAccountEmail),
+
 		PublishTimeout: hub.DefaultPublishTimeout,
 	}
 	var errs []error
@@ -75,6 +84,15 @@ func loadConfig(getenv func(string) string) (config, error) {
 			errs = append(errs, fmt.Errorf("%s: %w", names.EnvServiceAccountKey, err))
 		}
 		c.Credentials = creds
+	}
+	switch {
+	case c.WorkloadAudience != "" && len(c.Credentials) > 0:
+		errs = append(errs, fmt.Errorf("%s and %s are both set: choose keyless or a key", names.EnvWorkloadIdentityAudience, names.EnvServiceAccountKey))
+	case c.WorkloadAudience != "" && c.ServiceAccountEmail == "":
+		errs = append(errs, fmt.Errorf("%s is set without %s", names.EnvWorkloadIdentityAudience, names.EnvServiceAccountEmail))
+	case c.WorkloadAudience != "" && c.Project == "":
+		// Without a project the relay would quietly use the embedded broker.
+		errs = append(errs, fmt.Errorf("%s is set without %s", names.EnvWorkloadIdentityAudience, names.EnvProject))
 	}
 	for _, o := range strings.Split(getenv(names.EnvAllowedOrigins), ",") {
 		if o = strings.TrimSpace(o); o != "" {

@@ -3,6 +3,9 @@ package gcppubsub
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"time"
@@ -172,6 +175,28 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 // Parsing makes no call, so a bad key fails here, at start, rather than at
 // the first call; errors never quote the key.
 func KeyCredentials(key []byte) (*auth.Credentials, error) {
+	// The library reads the private key only when it first signs, so a
+	// truncated or mangled key would pass here and fail every call later,
+	// on the retry path. Check it now.
+	var probe struct {
+		Email      string `json:"client_email"`
+		PrivateKey string `json:"private_key"`
+	}
+	if err := json.Unmarshal(key, &probe); err != nil {
+		return nil, errors.New("credentials: key is not JSON")
+	}
+	if probe.Email == "" {
+		return nil, errors.New("credentials: key has no client_email")
+	}
+	block, _ := pem.Decode([]byte(probe.PrivateKey))
+	if block == nil {
+		return nil, errors.New("credentials: key's private_key is not PEM")
+	}
+	if _, err := x509.ParsePKCS8PrivateKey(block.Bytes); err != nil {
+		if _, err1 := x509.ParsePKCS1PrivateKey(block.Bytes); err1 != nil {
+			return nil, errors.New("credentials: key's private_key does not parse as PKCS#8 or PKCS#1")
+		}
+	}
 	creds, err := credentials.NewCredentialsFromJSON(credentials.ServiceAccount, key, &credentials.DetectOptions{
 		Scopes: vkit.DefaultAuthScopes(),
 	})
@@ -193,13 +218,21 @@ func (b *Broker) ensureTopic(ctx context.Context) error {
 	case status.Code(err) != codes.NotFound:
 		return fmt.Errorf("gcppubsub: get topic %s: %w", b.topic, err)
 	case !b.emulator:
-		return fmt.Errorf("gcppubsub: topic %s does not exist: create it with `pulumi up`", b.topic)
+		return &missingTopicError{topic: b.topic}
 	}
 	_, err = b.client.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: b.topic})
 	if err != nil && status.Code(err) != codes.AlreadyExists {
 		return fmt.Errorf("gcppubsub: create topic %s on emulator: %w", b.topic, err)
 	}
 	return nil
+}
+
+// missingTopicError is New's error for a topic missing on Google Cloud,
+// where the relay never creates it.
+type missingTopicError struct{ topic string }
+
+func (e *missingTopicError) Error() string {
+	return fmt.Sprintf("gcppubsub: topic %s does not exist: create it with `pulumi up`", e.topic)
 }
 
 // Close stops the publisher, sending what it still holds, and closes the
