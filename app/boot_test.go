@@ -21,7 +21,7 @@ import (
 // answers, without a restart.
 
 // bootWait bounds how long a relay may take to become ready once Pub/Sub
-// answers: a connection attempt in flight (10 s), the broker's backoff
+// answers: a connection attempt in flight (5 s), the broker's backoff
 // (5 s) and the feed's (5 s), with room for a loaded machine.
 const bootWait = 60 * time.Second
 

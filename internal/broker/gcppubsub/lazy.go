@@ -23,13 +23,14 @@ var ErrNotConnected = errors.New("pubsub not connected yet")
 
 // How a Lazy broker retries. The backoff matches the feed's (250 ms to 5 s)
 // so that a relay becomes ready within seconds of Pub/Sub answering. An
-// attempt gets 10 s: it includes the first token exchange (Fly OIDC, STS,
-// IAM Credentials), which is quick, and a GetTopic that the client library
-// retries on its own while Pub/Sub is unreachable.
+// attempt gets 5 s: it includes the first token exchange (Fly OIDC, STS,
+// IAM Credentials; each well under a second) and a GetTopic that the client
+// library retries on its own while Pub/Sub is unreachable, so an
+// unreachable Pub/Sub is reported after 5 s.
 const (
 	connectMinBackoff = 250 * time.Millisecond
 	connectMaxBackoff = 5 * time.Second
-	connectTimeout    = 10 * time.Second
+	connectTimeout    = 5 * time.Second
 	// relogEvery repeats an unchanged reason, so that a missing topic or
 	// a missing grant stays visible in recent logs without a line per try.
 	relogEvery = time.Minute

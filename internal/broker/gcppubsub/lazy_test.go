@@ -22,7 +22,7 @@ import (
 )
 
 // lazyWait bounds how long a Lazy broker may take to connect once the
-// server answers: an attempt in flight (10 s), then the next after at most
+// server answers: an attempt in flight (5 s), then the next after at most
 // 5 s of backoff, with room for a loaded machine.
 const lazyWait = 40 * time.Second
 
