@@ -31,8 +31,8 @@ import (
 // 10 s, after which it sends SIGKILL; 8 s leaves the process time to exit.
 const shutdownBudget = 8 * time.Second
 
-// run is the relay's whole life: read configuration, open the broker,
-// listen, serve until ctx is done, shut down in order. It returns nil after
+// run is the relay's whole life: read configuration, listen, open the
+// broker (in the background), serve until ctx is done, shut down in order. It returns nil after
 // a clean shutdown.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
