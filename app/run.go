@@ -32,8 +32,8 @@ import (
 const shutdownBudget = 8 * time.Second
 
 // run is the relay's whole life: read configuration, listen, open the
-// broker (in the background), serve until ctx is done, shut down in order. It returns nil after
-// a clean shutdown.
+// broker (in the background), serve until ctx is done, shut down in order.
+// It returns nil after a clean shutdown.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(stdout)
