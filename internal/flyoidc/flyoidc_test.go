@@ -1,6 +1,7 @@
 package flyoidc_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -10,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -255,30 +257,107 @@ func TestConfigRequired(t *testing.T) {
 }
 
 // TestPubSubClientUsesIt: the access token reaches the Pub/Sub client:
-// every call gcppubsub makes arrives at the server with it. The server is
-// pstest's fake behind TLS (gRPC sends per-call credentials only over a
-// secure transport) with an interceptor that records the header.
+// every call gcppubsub makes arrives at the server with it.
 func TestPubSubClientUsesIt(t *testing.T) {
 	f := newFakes(t)
 	creds, err := flyoidc.Credentials(f.config())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var (
-		mu    sync.Mutex
-		auths = map[string]string{} // method -> Authorization
-	)
-	record := func(ctx context.Context, method string) {
-		md, _ := metadata.FromIncomingContext(ctx)
-		mu.Lock()
-		defer mu.Unlock()
-		auths[method] = strings.Join(md.Get("authorization"), ",")
+	srv := newTLSPubSub(t)
+	b, err := gcppubsub.New(t.Context(), gcppubsub.Config{
+		ProjectID:     "proj-1",
+		TopicID:       "alerts",
+		Credentials:   creds,
+		ClientOptions: srv.clientOptions(),
+	})
+	if err != nil {
+		t.Fatalf("gcppubsub.New: %v", err)
 	}
+	t.Cleanup(func() { b.Close() })
+	if err := b.CreateSubscription(t.Context(), "ID_vm1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(t.Context(), []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for _, m := range []string{
+		"/google.pubsub.v1.Publisher/GetTopic",
+		"/google.pubsub.v1.Subscriber/CreateSubscription",
+		"/google.pubsub.v1.Publisher/Publish",
+	} {
+		if got, want := srv.auths[m], "Bearer "+accessToken; got != want {
+			t.Errorf("%s Authorization %q, want %q", m, got, want)
+		}
+	}
+}
+
+// TestRefusedExchangeLogged: a relay whose token exchange is refused keeps
+// retrying and says why (the STS message) without any token in its log.
+func TestRefusedExchangeLogged(t *testing.T) {
+	f := newFakes(t)
+	f.stsStatus = http.StatusBadRequest
+	creds, err := flyoidc.Credentials(f.config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newTLSPubSub(t)
+	var logs syncBuffer
+	l, err := gcppubsub.Open(gcppubsub.Config{
+		ProjectID:     "proj-1",
+		TopicID:       "alerts",
+		Credentials:   creds,
+		ClientOptions: srv.clientOptions(),
+	}, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(logs.String(), "credentials refused") {
+		if time.Now().After(deadline) {
+			t.Fatalf("refused exchange not logged:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "does not match the expected audience") {
+		t.Errorf("log lacks STS's reason:\n%s", out)
+	}
+	for _, secret := range []string{subjectToken, "FLY-SUBJECT-SIGNATURE", federatedToken, accessToken} {
+		if strings.Contains(out, secret) {
+			t.Errorf("log holds a token (%s):\n%s", secret, out)
+		}
+	}
+	t.Logf("log:\n%s", out)
+}
+
+// tlsPubSub is pstest's fake behind TLS (gRPC sends per-call credentials
+// only over a secure transport), with an interceptor that records the
+// Authorization header of each call.
+type tlsPubSub struct {
+	addr string
+	pool *x509.CertPool
+
+	mu    sync.Mutex
+	auths map[string]string // method -> Authorization
+}
+
+func newTLSPubSub(t *testing.T) *tlsPubSub {
+	t.Helper()
+	s := &tlsPubSub{auths: map[string]string{}}
 	cert, pool := selfSigned(t)
+	s.pool = pool
 	gs := grpc.NewServer(
 		grpc.Creds(credentials.NewServerTLSFromCert(&cert)),
 		grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			record(ctx, info.FullMethod)
+			md, _ := metadata.FromIncomingContext(ctx)
+			s.mu.Lock()
+			s.auths[info.FullMethod] = strings.Join(md.Get("authorization"), ",")
+			s.mu.Unlock()
 			return h(ctx, req)
 		}),
 	)
@@ -295,39 +374,33 @@ func TestPubSubClientUsesIt(t *testing.T) {
 	if _, err := fake.GServer.CreateTopic(t.Context(), &pubsubpb.Topic{Name: "projects/proj-1/topics/alerts"}); err != nil {
 		t.Fatal(err)
 	}
+	s.addr = ln.Addr().String()
+	return s
+}
 
-	b, err := gcppubsub.New(t.Context(), gcppubsub.Config{
-		ProjectID:   "proj-1",
-		TopicID:     "alerts",
-		Credentials: creds,
-		ClientOptions: []option.ClientOption{
-			option.WithEndpoint(ln.Addr().String()),
-			// Trust the test's certificate; dial options given last win.
-			option.WithGRPCDialOption(grpc.WithTransportCredentials(credentials.NewClientTLSFromCert(pool, "127.0.0.1"))),
-		},
-	})
-	if err != nil {
-		t.Fatalf("gcppubsub.New: %v", err)
+func (s *tlsPubSub) clientOptions() []option.ClientOption {
+	return []option.ClientOption{
+		option.WithEndpoint(s.addr),
+		// Trust the test's certificate; dial options given last win.
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(credentials.NewClientTLSFromCert(s.pool, "127.0.0.1"))),
 	}
-	t.Cleanup(func() { b.Close() })
-	if err := b.CreateSubscription(t.Context(), "ID_vm1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Publish(t.Context(), []byte("hello")); err != nil {
-		t.Fatal(err)
-	}
+}
 
-	mu.Lock()
-	defer mu.Unlock()
-	for _, m := range []string{
-		"/google.pubsub.v1.Publisher/GetTopic",
-		"/google.pubsub.v1.Subscriber/CreateSubscription",
-		"/google.pubsub.v1.Publisher/Publish",
-	} {
-		if got, want := auths[m], "Bearer "+accessToken; got != want {
-			t.Errorf("%s Authorization %q, want %q", m, got, want)
-		}
-	}
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // selfSigned makes a certificate for 127.0.0.1 and a pool that trusts it.
