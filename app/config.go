@@ -58,6 +58,12 @@ type config struct {
 	RelayRate      rate.Limit
 	RelayBurst     int
 
+	// WorkloadAudience and ServiceAccountEmail select keyless credentials:
+	// the Fly Machine's OIDC token exchanged through workload identity
+	// federation (internal/flyoidc). Not secret.
+	WorkloadAudience    string
+	ServiceAccountEmail string
+
 	allocGenerated bool
 }
 
@@ -82,6 +88,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		SubPrefix:    or(getenv(names.EnvSubscriptionPrefix), names.DefaultSubscriptionPrefix),
 		LogFormat:    or(getenv(names.EnvLogFormat), "text"),
 
+		WorkloadAudience:    getenv(names.EnvWorkloadIdentityAudience),
+		ServiceAccountEmail: getenv(names.EnvServiceAccountEmail),
+
 		PublishTimeout: hub.DefaultPublishTimeout,
 	}
 	var errs []error
@@ -101,6 +110,15 @@ func loadConfig(getenv func(string) string) (config, error) {
 			errs = append(errs, fmt.Errorf("%s: %w", names.EnvServiceAccountKey, err))
 		}
 		c.Credentials = creds
+	}
+	switch {
+	case c.WorkloadAudience != "" && len(c.Credentials) > 0:
+		errs = append(errs, fmt.Errorf("%s and %s are both set: choose keyless or a key", names.EnvWorkloadIdentityAudience, names.EnvServiceAccountKey))
+	case c.WorkloadAudience != "" && c.ServiceAccountEmail == "":
+		errs = append(errs, fmt.Errorf("%s is set without %s", names.EnvWorkloadIdentityAudience, names.EnvServiceAccountEmail))
+	case c.WorkloadAudience != "" && c.Project == "":
+		// Without a project the relay would quietly use the embedded broker.
+		errs = append(errs, fmt.Errorf("%s is set without %s", names.EnvWorkloadIdentityAudience, names.EnvProject))
 	}
 	if v := getenv(names.EnvAllowedOrigins); v != "" {
 		for _, o := range strings.Split(v, ",") {

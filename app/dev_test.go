@@ -92,7 +92,7 @@ func TestDevStopAndRestartOneVM(t *testing.T) {
 		break
 	}
 	conn.Close()
-	waitLog(t, logs, `msg="dev mode: stopped; type its number again to restart it" vm=dev-1`)
+	logs.WaitFor(t, testkit.Wait, `msg="dev mode: stopped; type its number again to restart it" vm=dev-1`)
 	if c, _, err := websocket.DefaultDialer.Dial(vm1.WS(""), nil); err == nil {
 		c.Close()
 		t.Fatal("dev-1 still accepts connections after it was stopped")
@@ -105,7 +105,7 @@ func TestDevStopAndRestartOneVM(t *testing.T) {
 	if _, err := io.WriteString(keys, "1\n"); err != nil {
 		t.Fatal(err)
 	}
-	waitLog(t, logs, `msg="dev mode: started again" vm=dev-1`)
+	logs.WaitFor(t, testkit.Wait, `msg="dev mode: started again" vm=dev-1`)
 	vm1.waitReady(t)
 	c1 := dial(t, vm1, "client on the restarted dev-1")
 	c2 := dial(t, vm2, "client on dev-2")
@@ -119,13 +119,3 @@ func TestDevStopAndRestartOneVM(t *testing.T) {
 	done <- nil
 }
 
-func waitLog(t *testing.T, logs *testkit.SyncBuffer, want string) {
-	t.Helper()
-	deadline := time.Now().Add(testkit.Wait)
-	for !strings.Contains(logs.String(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line with %s:\n%s", want, logs)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}

@@ -23,6 +23,7 @@ import (
 	"github.com/skywatch-dev/skywatch/internal/broker/gcppubsub"
 	"github.com/skywatch-dev/skywatch/internal/broker/mempubsub"
 	"github.com/skywatch-dev/skywatch/internal/feed"
+	"github.com/skywatch-dev/skywatch/internal/flyoidc"
 	"github.com/skywatch-dev/skywatch/internal/hub"
 	"github.com/skywatch-dev/skywatch/internal/iplimit"
 	"github.com/skywatch-dev/skywatch/internal/names"
@@ -34,9 +35,9 @@ import (
 // 10 s, after which it sends SIGKILL; 8 s leaves the process time to exit.
 const shutdownBudget = 8 * time.Second
 
-// run is the relay's whole life: read configuration, open the broker,
-// listen, serve until ctx is done, shut down in order. It returns nil after
-// a clean shutdown.
+// run is the relay's whole life: read configuration, listen, open the
+// broker (in the background), serve until ctx is done, shut down in order.
+// It returns nil after a clean shutdown.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(stdout)
@@ -61,16 +62,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if cfg.allocGenerated {
 		log.Info(names.EnvAllocID+" not set; using a random VM id", "vm", cfg.AllocID)
 	}
-	b, closeBroker, err := openBroker(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	defer closeBroker()
-
+	// Listen first, then open the broker in the background: a relay that
+	// cannot reach Pub/Sub yet (IAM grants still propagating after the
+	// first `pulumi up`, an outage) serves /healthz and answers
+	// `unavailable` instead of crash-looping.
 	ln, err := net.Listen("tcp", ":"+cfg.Port)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	b, closeBroker, err := openBroker(cfg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer closeBroker()
+
 	srv := newRelay(ctx, cfg, relayID{VM: cfg.AllocID, Region: cfg.Region, Origins: cfg.AllowedOrigins, Relays: cfg.FallbackRelays}, b, log)
 	return serve(ctx, []*server.Server{srv}, []net.Listener{ln})
 }
@@ -94,30 +100,52 @@ func serve(ctx context.Context, srvs []*server.Server, lns []net.Listener) error
 }
 
 // openBroker picks the broker the configuration asks for: an emulator, Google
-// Cloud, or the embedded in-memory one.
-func openBroker(ctx context.Context, cfg config, log *slog.Logger) (broker.Broker, func(), error) {
-	switch cfg.brokerKind() {
-	case "embedded":
+// Cloud, or the embedded in-memory one. Pub/Sub is opened in the background
+// (gcppubsub.Open) and retried until it answers; only what retrying cannot
+// fix, such as a key that does not parse, is an error here.
+func openBroker(cfg config, log *slog.Logger) (broker.Broker, func(), error) {
+	if cfg.brokerKind() == "embedded" {
 		log.Info("no GOOGLE_CLOUD_PROJECT or PUBSUB_EMULATOR_HOST: using the embedded in-memory broker; alerts stay inside this process")
 		return mempubsub.New(mempubsub.Config{}), func() {}, nil
-	default:
-		b, err := gcppubsub.New(ctx, gcppubsub.Config{
-			ProjectID:       cfg.Project,
-			TopicID:         cfg.Topic,
-			EmulatorHost:    cfg.EmulatorHost,
-			CredentialsJSON: cfg.Credentials,
-			PublishTimeout:  cfg.PublishTimeout,
+	}
+	pcfg := gcppubsub.Config{
+		ProjectID:      cfg.Project,
+		TopicID:        cfg.Topic,
+		EmulatorHost:   cfg.EmulatorHost,
+		PublishTimeout: cfg.PublishTimeout,
+	}
+	auth := "application default credentials"
+	switch {
+	case cfg.EmulatorHost != "":
+		auth = "none (emulator)"
+	case cfg.WorkloadAudience != "":
+		creds, err := flyoidc.Credentials(flyoidc.Config{
+			Audience:            cfg.WorkloadAudience,
+			ServiceAccountEmail: cfg.ServiceAccountEmail,
+			Scopes:              gcppubsub.Scopes(),
 		})
 		if err != nil {
-			return nil, nil, fmt.Errorf("pubsub: %w", err)
+			return nil, nil, fmt.Errorf("%s: %w", names.EnvWorkloadIdentityAudience, err)
 		}
-		log.Info("using Pub/Sub", "kind", cfg.brokerKind(), "project", cfg.Project, "topic", cfg.Topic, "emulator", cfg.EmulatorHost)
-		return b, func() {
-			if err := b.Close(); err != nil {
-				log.Warn("close pubsub client", "err", err)
-			}
-		}, nil
+		pcfg.Credentials, auth = creds, "keyless (Fly OIDC as "+cfg.ServiceAccountEmail+")"
+	case len(cfg.Credentials) > 0:
+		creds, err := gcppubsub.KeyCredentials(cfg.Credentials)
+		if err != nil {
+			// The variable is named; its value never is.
+			return nil, nil, fmt.Errorf("%s: %w", names.EnvServiceAccountKey, err)
+		}
+		pcfg.Credentials, auth = creds, "service-account key"
 	}
+	b, err := gcppubsub.Open(pcfg, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pubsub: %w", err)
+	}
+	log.Info("using Pub/Sub", "kind", cfg.brokerKind(), "project", cfg.Project, "topic", cfg.Topic, "emulator", cfg.EmulatorHost, "credentials", auth)
+	return b, func() {
+		if err := b.Close(); err != nil {
+			log.Warn("close pubsub client", "err", err)
+		}
+	}, nil
 }
 
 // relayID is what sets one relay apart from the others on a broker.

@@ -35,6 +35,18 @@ type cluster struct {
 // test ends; if it failed, the VMs' output is printed.
 func newCluster(t *testing.T, emu emulator, n int) *cluster {
 	t.Helper()
+	c := startCluster(t, emu, n)
+	for _, v := range c.vms {
+		v.waitReady(t, 90*time.Second)
+	}
+	t.Logf("cluster on topic %s: %s", c.topic, c)
+	return c
+}
+
+// startCluster is newCluster without waiting for readiness: every VM serves
+// (/healthz answers 200) when it returns.
+func startCluster(t *testing.T, emu emulator, n int) *cluster {
+	t.Helper()
 	bin := relayBinary(t)
 	c := &cluster{t: t, emu: emu, topic: topicFor(t)}
 	for i := range n {
@@ -81,10 +93,6 @@ func newCluster(t *testing.T, emu emulator, n int) *cluster {
 	for _, v := range c.vms {
 		v.start(t)
 	}
-	for _, v := range c.vms {
-		v.waitReady(t, 90*time.Second)
-	}
-	t.Logf("cluster on topic %s: %s", c.topic, c)
 	return c
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -21,6 +22,21 @@ import (
 const (
 	DefaultAccountID  = "skywatch-relay"
 	DefaultKeyVersion = 1
+	DefaultAuth       = AuthKeyless
+	DefaultPoolID     = "skywatch-fly"
+)
+
+// How the relay authenticates to Google Cloud (stack config skywatch:auth).
+const (
+	// AuthKeyless: the relay exchanges its Fly Machine's OIDC token for
+	// the service account's access token (workload identity federation).
+	// No key exists. The default, and the only path in organisations that
+	// enforce iam.disableServiceAccountKeyCreation (Google's default for
+	// organisations created since 3 May 2024).
+	AuthKeyless = "keyless"
+	// AuthKey: a service-account key handed to Fly as a secret, for hosts
+	// without OIDC. Rotated with skywatch:keyVersion.
+	AuthKey = "key"
 )
 
 // Names of the Fly secrets the relay reads. The key is stored as Google's
@@ -52,13 +68,22 @@ var subscriptionPermissions = []string{
 	"pubsub.subscriptions.get",     // GetSubscription polling
 }
 
+type api struct{ name, service string }
+
 // requiredAPIs are enabled before anything else: Pub/Sub for the topic,
-// IAM for the account, key and custom roles, Resource Manager for the
-// project-level role binding.
-var requiredAPIs = []struct{ name, service string }{
+// IAM for the account, key, custom roles and (keyless) the workload
+// identity pool, Resource Manager for the project-level role binding.
+var requiredAPIs = []api{
 	{"pubsub-api", "pubsub.googleapis.com"},
 	{"iam-api", "iam.googleapis.com"},
 	{"resourcemanager-api", "cloudresourcemanager.googleapis.com"},
+}
+
+// keylessAPIs are what the relay calls to trade its Fly token: the
+// Security Token Service, then IAM Credentials to act as its account.
+var keylessAPIs = []api{
+	{"sts-api", "sts.googleapis.com"},
+	{"iamcredentials-api", "iamcredentials.googleapis.com"},
 }
 
 // RelayAccessArgs configures NewRelayAccess. Zero values mean the defaults
@@ -69,12 +94,16 @@ type RelayAccessArgs struct {
 	Topic              string // topic ID, default ALIEN_NOTIFICATIONS
 	SubscriptionPrefix string // what the relay puts before FLY_ALLOC_ID, default ID_
 	AccountID          string // service account ID, default skywatch-relay
-	KeyVersion         int    // bump to rotate the key, default 1
+	Auth               string // AuthKeyless (default) or AuthKey
+	KeyVersion         int    // key path: bump to rotate the key, default 1
+	FlyOrg             string // keyless: the Fly org slug that owns FlyApp; required
+	PoolID             string // keyless: workload identity pool ID, default skywatch-fly
 }
 
 // RelayAccess is everything a relay on Fly needs from Google Cloud: the
-// topic, an account that may use it and nothing else, and that account's
-// key delivered to the Fly app.
+// topic, an account that may use it and nothing else, and a way for the
+// Fly app's machines to act as that account: workload identity federation
+// (keyless) or a key delivered to the app as a secret.
 type RelayAccess struct {
 	pulumi.ResourceState
 
@@ -82,19 +111,33 @@ type RelayAccess struct {
 	TopicID             pulumi.StringOutput // projects/P/topics/T
 	ServiceAccountEmail pulumi.StringOutput
 	SubscriptionPrefix  pulumi.StringOutput
-	KeyVersion          pulumi.IntOutput
+
+	auth string
+	// Key path only.
+	KeyVersion pulumi.IntOutput
+	// Keyless only: the provider's audience, and the non-secret
+	// environment the relay needs (names.Env*), for fly.toml's [env].
+	WorkloadIdentityAudience pulumi.StringOutput
+	RelayEnv                 pulumi.StringMapOutput
 }
 
 // Outputs are what the component registers and what the stack exports.
-// The key is deliberately absent: it exists only as the Fly secret.
+// The key is deliberately absent: it exists only as the Fly secret. A key
+// stack exports exactly what it did before keyless existed.
 func (r *RelayAccess) Outputs() pulumi.Map {
-	return pulumi.Map{
+	out := pulumi.Map{
 		"topic":               r.TopicName,
 		"topicId":             r.TopicID,
 		"serviceAccountEmail": r.ServiceAccountEmail,
 		"subscriptionPrefix":  r.SubscriptionPrefix,
-		"keyVersion":          r.KeyVersion,
 	}
+	if r.auth == AuthKey {
+		out["keyVersion"] = r.KeyVersion
+	} else {
+		out["workloadIdentityAudience"] = r.WorkloadIdentityAudience
+		out["relayEnv"] = r.RelayEnv
+	}
+	return out
 }
 
 // Resource names accepted by Google, checked here so that a typo in stack
@@ -103,8 +146,11 @@ var (
 	// Service account IDs: 6 to 30 lowercase letters, digits and hyphens,
 	// starting with a letter and not ending with a hyphen.
 	accountIDRe = regexp.MustCompile(`^[a-z][a-z0-9-]{4,28}[a-z0-9]$`)
-	// Fly app names: lowercase letters, digits and hyphens.
+	// Fly app names and org slugs: lowercase letters, digits and hyphens.
 	flyAppRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
+	// Workload identity pool IDs: 4 to 32 lowercase letters, digits and
+	// hyphens; Google reserves the gcp- prefix.
+	poolIDRe = regexp.MustCompile(`^[a-z0-9-]{4,32}$`)
 )
 
 // withDefaults fills zero values and validates the result.
@@ -120,6 +166,12 @@ func (a RelayAccessArgs) withDefaults() (RelayAccessArgs, error) {
 	}
 	if a.KeyVersion == 0 {
 		a.KeyVersion = DefaultKeyVersion
+	}
+	if a.Auth == "" {
+		a.Auth = DefaultAuth
+	}
+	if a.PoolID == "" {
+		a.PoolID = DefaultPoolID
 	}
 	var errs []error
 	if a.Project == "" {
@@ -140,6 +192,18 @@ func (a RelayAccessArgs) withDefaults() (RelayAccessArgs, error) {
 	if a.KeyVersion < 1 {
 		errs = append(errs, fmt.Errorf("key version %d: want 1 or more", a.KeyVersion))
 	}
+	switch a.Auth {
+	case AuthKey:
+	case AuthKeyless:
+		if !flyAppRe.MatchString(a.FlyOrg) {
+			errs = append(errs, fmt.Errorf("fly org %q: want the org slug that owns the app, as in `fly orgs list` (pulumi config set flyOrg ...)", a.FlyOrg))
+		}
+		if !poolIDRe.MatchString(a.PoolID) || strings.HasPrefix(a.PoolID, "gcp-") {
+			errs = append(errs, fmt.Errorf("workload identity pool ID %q: want 4-32 lowercase letters, digits and hyphens, not starting with gcp-", a.PoolID))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("auth %q: want %s or %s", a.Auth, AuthKeyless, AuthKey))
+	}
 	return a, errors.Join(errs...)
 }
 
@@ -150,7 +214,7 @@ func NewRelayAccess(ctx *pulumi.Context, name string, args RelayAccessArgs, opts
 	if err != nil {
 		return nil, fmt.Errorf("relay access config: %w", err)
 	}
-	r := &RelayAccess{}
+	r := &RelayAccess{auth: args.Auth}
 	if err := ctx.RegisterComponentResource("skywatch:infra:RelayAccess", name, r, opts...); err != nil {
 		return nil, fmt.Errorf("register component: %w", err)
 	}
@@ -159,7 +223,11 @@ func NewRelayAccess(ctx *pulumi.Context, name string, args RelayAccessArgs, opts
 	// 1. The APIs. Everything below depends on them, so nothing races the
 	// asynchronous enablement.
 	var apis []pulumi.Resource
-	for _, api := range requiredAPIs {
+	enable := requiredAPIs
+	if args.Auth == AuthKeyless {
+		enable = append(slices.Clip(enable), keylessAPIs...)
+	}
+	for _, api := range enable {
 		svc, err := projects.NewService(ctx, api.name, &projects.ServiceArgs{
 			Project: project,
 			Service: pulumi.String(api.service),
@@ -248,7 +316,40 @@ func NewRelayAccess(ctx *pulumi.Context, name string, args RelayAccessArgs, opts
 		return nil, fmt.Errorf("subscriptions grant: %w", err)
 	}
 
-	// 5. The key. Keepers force a new key when the version is bumped.
+	// 5. How the relay's machines act as the account.
+	grants := []pulumi.Resource{topicGrant, subsGrant}
+	if args.Auth == AuthKey {
+		if err := keyToFly(ctx, args, account, grants, child); err != nil {
+			return nil, err
+		}
+		r.KeyVersion = pulumi.Int(args.KeyVersion).ToIntOutput()
+	} else {
+		aud, err := federate(ctx, args, account, child)
+		if err != nil {
+			return nil, err
+		}
+		r.WorkloadIdentityAudience = aud
+		r.RelayEnv = pulumi.StringMap{
+			names.EnvProject:                  project,
+			names.EnvWorkloadIdentityAudience: aud,
+			names.EnvServiceAccountEmail:      account.Email,
+		}.ToStringMapOutput()
+	}
+
+	r.TopicName = topic.Name
+	r.TopicID = topic.ID().ToStringOutput()
+	r.ServiceAccountEmail = account.Email
+	r.SubscriptionPrefix = pulumi.String(args.SubscriptionPrefix).ToStringOutput()
+	if err := ctx.RegisterResourceOutputs(r, r.Outputs()); err != nil {
+		return nil, fmt.Errorf("register outputs: %w", err)
+	}
+	return r, nil
+}
+
+// keyToFly is the key path: a key for the account, handed to the Fly app
+// as a secret once the grants exist.
+func keyToFly(ctx *pulumi.Context, args RelayAccessArgs, account *serviceaccount.Account, grants []pulumi.Resource, child []pulumi.ResourceOption) error {
+	// The key. Keepers force a new key when the version is bumped.
 	// Pulumi replaces create-before-delete, so the new key exists, the Fly
 	// secret is updated to it, and only then is the old key deleted.
 	key, err := serviceaccount.NewKey(ctx, "key", &serviceaccount.KeyArgs{
@@ -256,7 +357,7 @@ func NewRelayAccess(ctx *pulumi.Context, name string, args RelayAccessArgs, opts
 		Keepers:          pulumi.StringMap{"keyVersion": pulumi.String(strconv.Itoa(args.KeyVersion))},
 	}, child...)
 	if err != nil {
-		return nil, fmt.Errorf("key: %w", err)
+		return fmt.Errorf("key: %w", err)
 	}
 
 	// The key reaches flyctl on stdin, as a secret: Pulumi encrypts it in
@@ -289,7 +390,7 @@ func NewRelayAccess(ctx *pulumi.Context, name string, args RelayAccessArgs, opts
 	}, append(child,
 		// Machines restart with the key as soon as it is set; let them
 		// find their permissions already granted.
-		pulumi.DependsOn([]pulumi.Resource{topicGrant, subsGrant}),
+		pulumi.DependsOn(grants),
 		// Moving to another app replaces the command: import into the new
 		// app, then unset in the old one (delete runs with the old inputs).
 		pulumi.ReplaceOnChanges([]string{"environment"}),
@@ -298,18 +399,10 @@ func NewRelayAccess(ctx *pulumi.Context, name string, args RelayAccessArgs, opts
 		pulumi.AdditionalSecretOutputs([]string{"stdout", "stderr"}),
 	)...)
 	if err != nil {
-		return nil, fmt.Errorf("fly secret: %w", err)
+		return fmt.Errorf("fly secret: %w", err)
 	}
 
-	r.TopicName = topic.Name
-	r.TopicID = topic.ID().ToStringOutput()
-	r.ServiceAccountEmail = account.Email
-	r.SubscriptionPrefix = pulumi.String(args.SubscriptionPrefix).ToStringOutput()
-	r.KeyVersion = pulumi.Int(args.KeyVersion).ToIntOutput()
-	if err := ctx.RegisterResourceOutputs(r, r.Outputs()); err != nil {
-		return nil, fmt.Errorf("register outputs: %w", err)
-	}
-	return r, nil
+	return nil
 }
 
 // secretLines is what `flyctl secrets import` reads: NAME=VALUE lines.

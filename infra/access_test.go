@@ -78,6 +78,10 @@ func (e *engine) NewResource(args pulumi.MockResourceArgs) (string, resource.Pro
 		// any leak visible to the tests below.
 		state["privateKey"] = resource.NewStringProperty(fakeKey(version))
 		id = "key-v" + version
+	case tPool:
+		state["name"] = resource.NewStringProperty("projects/" + projectNumber + "/locations/global/workloadIdentityPools/" + str("workloadIdentityPoolId"))
+	case tProvider:
+		state["name"] = resource.NewStringProperty("projects/" + projectNumber + "/locations/global/workloadIdentityPools/" + str("workloadIdentityPoolId") + "/providers/" + str("workloadIdentityPoolProviderId"))
 	case tCommand:
 		state["stdout"] = resource.NewStringProperty("")
 		state["stderr"] = resource.NewStringProperty("")
@@ -119,11 +123,14 @@ func withConfig(cfg map[string]string) pulumi.RunOption {
 	return func(info *pulumi.RunInfo) { info.Config = cfg }
 }
 
-// baseConfig is the least a stack must set.
+// baseConfig is the least a key stack must set. The tests in this file
+// cover the key path, which must stay exactly as it was before keyless
+// became the default (keyless_test.go covers keyless).
 func baseConfig() map[string]string {
 	return map[string]string{
 		"gcp:project":     "proj-1",
 		"skywatch:flyApp": "skywatch-test",
+		"skywatch:auth":   "key",
 	}
 }
 

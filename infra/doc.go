@@ -10,9 +10,20 @@
 //     roles: publish/get/attach on the topic, and create/get/consume/delete
 //     subscriptions on the project (docs/iam.md says why each is needed and
 //     why the subscription grant cannot be narrowed to the ID_ prefix);
-//   - creates a key for that account and hands it to the Fly app as the
-//     secret GCP_SERVICE_ACCOUNT_KEY through `flyctl secrets import` on
-//     stdin, so the key never reaches a file, an argument or a log.
+//   - lets the relay's Fly Machines act as that account, as the stack
+//     config skywatch:auth says.
+//
+// With auth "keyless" (the default) the program creates a workload identity
+// pool whose OIDC provider trusts the Fly org's issuer for this app's
+// machines only, grants roles/iam.workloadIdentityUser on the account to the
+// app's principals only, and enables the STS and IAM Credentials APIs. No key
+// and no secret exist; the stack output relayEnv is the non-secret
+// configuration for fly.toml's [env] (keyless.go).
+//
+// With auth "key", for hosts without OIDC, it creates a key for the account
+// and hands it to the Fly app as the secret GCP_SERVICE_ACCOUNT_KEY through
+// `flyctl secrets import` on stdin, so the key never reaches a file, an
+// argument or a log; bumping skywatch:keyVersion rotates it.
 //
 // main.go reads stack config and exports outputs; access.go builds the
 // resources as the RelayAccess component so tests can drive it with

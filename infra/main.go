@@ -49,6 +49,9 @@ func loadArgs(ctx *pulumi.Context) (RelayAccessArgs, error) {
 		Topic:              own("topic"),
 		SubscriptionPrefix: own("subscriptionPrefix"),
 		AccountID:          own("serviceAccountId"),
+		Auth:               own("auth"),
+		FlyOrg:             own("flyOrg"),
+		PoolID:             own("workloadIdentityPoolId"),
 	}
 	if v := own("keyVersion"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -60,6 +60,15 @@ const (
 	EnvToken = "SKYWATCH_TOKEN" // secret: one of the deployment's PUBLISH_TOKENS
 )
 
+// Keyless credentials (Fly OIDC token -> Google workload identity
+// federation, internal/flyoidc). Not secret: they name a provider and an
+// account, and grant nothing without the Fly Machine's own token. infra/
+// exports them and they go into fly.toml's [env].
+const (
+	EnvWorkloadIdentityAudience = "GCP_WORKLOAD_IDENTITY_AUDIENCE"
+	EnvServiceAccountEmail      = "GCP_SERVICE_ACCOUNT_EMAIL"
+)
+
 // Pub/Sub's rules for topic and subscription IDs: a letter first, then
 // letters, digits and - _ . ~ + %, 3 to 255 characters in all, and not
 // starting with "goog".

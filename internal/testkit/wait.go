@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"bytes"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -55,4 +56,17 @@ func (b *SyncBuffer) Reset() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.buf.Reset()
+}
+
+// WaitFor waits until the buffer holds want, or fails the test after
+// timeout, showing what it holds.
+func (b *SyncBuffer) WaitFor(t testing.TB, timeout time.Duration, want string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !strings.Contains(b.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q within %s in:\n%s", want, timeout, b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -3,12 +3,16 @@ package gcppubsub
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"maps"
 	"strings"
 	"time"
 
+	"cloud.google.com/go/auth"
 	"cloud.google.com/go/auth/credentials"
 	"cloud.google.com/go/pubsub/v2"
 	vkit "cloud.google.com/go/pubsub/v2/apiv1"
@@ -64,6 +68,11 @@ type Config struct {
 	// It is kept in memory only, never logged or written to disk. If empty
 	// (and there is no emulator), Application Default Credentials are used.
 	CredentialsJSON []byte
+
+	// Credentials, if set, are used instead of CredentialsJSON: the relay
+	// passes Fly's keyless workload identity credentials (internal/flyoidc)
+	// or a key already parsed with KeyCredentials.
+	Credentials *auth.Credentials
 
 	// ClientOptions are appended last to the client's options, so they win;
 	// tests pass option.WithGRPCConn to reach an in-process pstest server.
@@ -135,16 +144,12 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 			option.WithoutAuthentication(),
 			option.WithTelemetryDisabled(),
 		)
+	case cfg.Credentials != nil:
+		opts = append(opts, option.WithAuthCredentials(cfg.Credentials))
 	case len(cfg.CredentialsJSON) > 0:
-		// Parsed here, with the type pinned to a service account, so that a
-		// bad key fails New with a clear error instead of the first call,
-		// and a key of another type (which could make the library fetch
-		// URLs named in it) is refused.
-		creds, err := credentials.NewCredentialsFromJSON(credentials.ServiceAccount, cfg.CredentialsJSON, &credentials.DetectOptions{
-			Scopes: vkit.DefaultAuthScopes(),
-		})
+		creds, err := KeyCredentials(cfg.CredentialsJSON)
 		if err != nil {
-			return nil, fmt.Errorf("gcppubsub: credentials: %w", err)
+			return nil, fmt.Errorf("gcppubsub: %w", err)
 		}
 		opts = append(opts, option.WithAuthCredentials(creds))
 	}
@@ -170,6 +175,47 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	return b, nil
 }
 
+// KeyCredentials parses a service-account key (raw JSON) into credentials
+// for Pub/Sub. The type is pinned to a service account, so a key of another
+// type (which could make the library fetch URLs named in it) is refused.
+// Parsing makes no call, so a bad key fails here, at start, rather than at
+// the first call; errors never quote the key.
+func KeyCredentials(key []byte) (*auth.Credentials, error) {
+	// The library reads the private key only when it first signs, so a
+	// truncated or mangled key would pass here and fail every call later,
+	// on the retry path. Check it now.
+	var probe struct {
+		Email      string `json:"client_email"`
+		PrivateKey string `json:"private_key"`
+	}
+	if err := json.Unmarshal(key, &probe); err != nil {
+		return nil, errors.New("credentials: key is not JSON")
+	}
+	if probe.Email == "" {
+		return nil, errors.New("credentials: key has no client_email")
+	}
+	block, _ := pem.Decode([]byte(probe.PrivateKey))
+	if block == nil {
+		return nil, errors.New("credentials: key's private_key is not PEM")
+	}
+	if _, err := x509.ParsePKCS8PrivateKey(block.Bytes); err != nil {
+		if _, err1 := x509.ParsePKCS1PrivateKey(block.Bytes); err1 != nil {
+			return nil, errors.New("credentials: key's private_key does not parse as PKCS#8 or PKCS#1")
+		}
+	}
+	creds, err := credentials.NewCredentialsFromJSON(credentials.ServiceAccount, key, &credentials.DetectOptions{
+		Scopes: vkit.DefaultAuthScopes(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("credentials: %w", err)
+	}
+	return creds, nil
+}
+
+// Scopes are the OAuth scopes the Pub/Sub client asks for, for credentials
+// made elsewhere (internal/flyoidc).
+func Scopes() []string { return vkit.DefaultAuthScopes() }
+
 func (b *Broker) ensureTopic(ctx context.Context) error {
 	_, err := b.client.TopicAdminClient.GetTopic(ctx, &pubsubpb.GetTopicRequest{Topic: b.topic})
 	switch {
@@ -178,13 +224,21 @@ func (b *Broker) ensureTopic(ctx context.Context) error {
 	case status.Code(err) != codes.NotFound:
 		return fmt.Errorf("gcppubsub: get topic %s: %w", b.topic, err)
 	case !b.emulator:
-		return fmt.Errorf("gcppubsub: topic %s does not exist: create it with `pulumi up`", b.topic)
+		return &missingTopicError{topic: b.topic}
 	}
 	_, err = b.client.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: b.topic})
 	if err != nil && status.Code(err) != codes.AlreadyExists {
 		return fmt.Errorf("gcppubsub: create topic %s on emulator: %w", b.topic, err)
 	}
 	return nil
+}
+
+// missingTopicError is New's error for a topic missing on Google Cloud,
+// where the relay never creates it.
+type missingTopicError struct{ topic string }
+
+func (e *missingTopicError) Error() string {
+	return fmt.Sprintf("gcppubsub: topic %s does not exist: create it with `pulumi up`", e.topic)
 }
 
 // Close stops the publisher, sending what it still holds, and closes the
