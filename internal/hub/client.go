@@ -14,19 +14,18 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// client is one WebSocket connection: a reader (readPump, on the HTTP
-// handler's goroutine) and a writer (writePump). Only the writer writes data
-// frames; control frames (close, pong) may come from either, which gorilla
-// allows.
+// client is one WebSocket connection: a reader (readPump) and a writer
+// (writePump). Only the writer writes to the connection (see writer.go).
 type client struct {
 	hub    *Hub
 	conn   *websocket.Conn
 	remote string
 
-	// send carries broadcasts (and the hello); replies carries this
-	// client's acks and errors. Neither is ever closed: senders stop when
-	// done is closed.
-	send    chan *websocket.PreparedMessage
+	// queue carries broadcasts, the hello and pongs, and wake tells the
+	// writer it is no longer empty; replies carries this client's acks and
+	// errors. Channels are never closed: senders stop when done is closed.
+	queue   queue
+	wake    chan struct{}
 	replies chan []byte
 
 	limiter  *rate.Limiter
@@ -36,6 +35,8 @@ type client struct {
 	done        chan struct{} // closed by shutdown
 	closeCode   int           // written before done is closed
 	closeReason string
+
+	broken bool // a write failed; written and read by the writer only
 
 	writerDone chan struct{}
 	readerDone chan struct{}
@@ -50,7 +51,7 @@ func newClient(h *Hub, conn *websocket.Conn, remote string) *client {
 		hub:        h,
 		conn:       conn,
 		remote:     remote,
-		send:       make(chan *websocket.PreparedMessage, h.cfg.QueueSize),
+		wake:       make(chan struct{}, 1),
 		replies:    make(chan []byte, replyQueueSize),
 		limiter:    rate.NewLimiter(h.cfg.RateLimit, h.cfg.RateBurst),
 		done:       make(chan struct{}),
@@ -87,6 +88,12 @@ func (c *client) readPump() {
 	cfg := &c.hub.cfg
 	c.conn.SetReadLimit(cfg.ReadLimit)
 	_ = c.conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
+	// Pongs go through the writer like every other frame (the default
+	// handler writes them from here, which could land inside a batch).
+	c.conn.SetPingHandler(func(data string) error {
+		c.push(appendFrame(nil, opPong, []byte(data)), time.Now())
+		return nil
+	})
 	c.conn.SetPongHandler(func(string) error {
 		if c.isDone() {
 			return nil // closing: the writer's grace period decides now
@@ -207,6 +214,19 @@ func (c *client) reply(v any) {
 	}
 }
 
+// push queues f for this client, or closes the client as too slow (see
+// Config.MaxQueueBytes). It never blocks. It reports whether f was queued.
+func (c *client) push(f []byte, now time.Time) bool {
+	wake, ok := c.queue.push(f, now, c.hub.cfg.MaxQueueBytes, c.hub.cfg.MaxQueueAge)
+	if wake {
+		select {
+		case c.wake <- struct{}{}:
+		default: // a wake-up is already pending
+		}
+	}
+	return ok
+}
+
 // writePump writes queued frames and pings until the client is shut down,
 // then closes the connection politely.
 func (c *client) writePump() {
@@ -214,6 +234,8 @@ func (c *client) writePump() {
 	cfg := &c.hub.cfg
 	ping := time.NewTicker(c.hub.pingPeriod)
 	defer ping.Stop()
+	nc := c.conn.NetConn()
+	var scratch []byte // for connections without writev; empty while idle
 	for {
 		// Shutting down wins over queued frames: a client closed as too
 		// slow gets its close frame next, not after its backlog.
@@ -225,18 +247,19 @@ func (c *client) writePump() {
 		select {
 		case <-c.done:
 			continue
-		case pm := <-c.send:
-			_ = c.conn.SetWriteDeadline(time.Now().Add(cfg.WriteWait))
-			err = c.conn.WritePreparedMessage(pm)
+		case <-c.wake:
+			err = c.drain(nc, nil, &scratch)
 		case b := <-c.replies:
-			_ = c.conn.SetWriteDeadline(time.Now().Add(cfg.WriteWait))
-			err = c.conn.WriteMessage(websocket.TextMessage, b)
+			err = c.drain(nc, b, &scratch)
 		case <-ping.C:
 			err = c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteWait))
 		}
 		if err != nil {
-			// The connection is broken or stuck past WriteWait; no close
-			// frame can get through.
+			// The connection is broken or stuck past WriteWait, maybe in
+			// the middle of a frame: nothing more may be written, not even
+			// a close frame.
+			c.broken = true
+			_ = nc.Close()
 			if c.shutdown(0, "") {
 				c.hub.log.Info("client disconnected", "remote", c.remote, "err", err)
 			}
@@ -244,10 +267,33 @@ func (c *client) writePump() {
 	}
 }
 
+// drain writes the reply (if any), every other reply waiting and every
+// queued frame, in one write.
+func (c *client) drain(nc net.Conn, reply []byte, scratch *[]byte) error {
+	batch, size := c.queue.take()
+	if reply != nil {
+		batch = append(batch, textFrame(reply))
+	}
+	for more := true; more; {
+		select {
+		case b := <-c.replies:
+			batch = append(batch, textFrame(b))
+		default:
+			more = false
+		}
+	}
+	var err error
+	if len(batch) > 0 {
+		err = writeBatch(nc, batch, time.Now().Add(c.hub.cfg.WriteWait), scratch)
+	}
+	c.queue.done(batch, size)
+	return err
+}
+
 // finish sends the close frame chosen by shutdown (if any), waits briefly for
 // the client's answer, and closes the TCP connection.
 func (c *client) finish() {
-	if c.closeCode != 0 {
+	if c.closeCode != 0 && !c.broken {
 		err := c.conn.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(c.closeCode, c.closeReason), time.Now().Add(c.hub.cfg.WriteWait))
 		switch c.closeCode {

@@ -47,9 +47,16 @@ type Config struct {
 	// 64-character ASCII nonce and the keys still fit.
 	ReadLimit int64
 
-	// QueueSize is each client's send queue, in frames. A client whose queue
-	// is full when an alert arrives is closed as too slow. Default 64.
-	QueueSize int
+	// MaxQueueBytes and MaxQueueAge decide when a client is too slow: an
+	// alert that arrives while the client has more than MaxQueueBytes
+	// unread (queued or being written), or while its oldest unread frame
+	// has waited longer than MaxQueueAge, closes it with 1008. Never a frame
+	// count: a burst of alerts fills a count at once even for a client that
+	// reads as fast as it can. Queued frames are shared between clients, so
+	// the memory a backlog holds is a slice entry per frame, not its bytes.
+	// Defaults 1 MiB and 10s.
+	MaxQueueBytes int
+	MaxQueueAge   time.Duration
 
 	// RateLimit and RateBurst are each connection's token bucket for alerts
 	// (alerts per second, bucket size). Defaults 5 and 10.
@@ -85,7 +92,8 @@ const (
 	DefaultVM             = "local"
 	DefaultRegion         = "local"
 	DefaultReadLimit      = 4096
-	DefaultQueueSize      = 64
+	DefaultMaxQueueBytes  = 1 << 20
+	DefaultMaxQueueAge    = 10 * time.Second
 	DefaultRateLimit      = rate.Limit(5)
 	DefaultRateBurst      = 10
 	DefaultPublishTimeout = 5 * time.Second
@@ -120,8 +128,11 @@ func (c *Config) setDefaults() {
 	if c.ReadLimit <= 0 {
 		c.ReadLimit = DefaultReadLimit
 	}
-	if c.QueueSize <= 0 {
-		c.QueueSize = DefaultQueueSize
+	if c.MaxQueueBytes <= 0 {
+		c.MaxQueueBytes = DefaultMaxQueueBytes
+	}
+	if c.MaxQueueAge <= 0 {
+		c.MaxQueueAge = DefaultMaxQueueAge
 	}
 	if c.RateLimit <= 0 {
 		c.RateLimit = DefaultRateLimit
@@ -154,7 +165,7 @@ type Hub struct {
 	log        *slog.Logger
 	m          *metrics
 	upgrader   websocket.Upgrader
-	hello      *websocket.PreparedMessage
+	hello      []byte // the hello frame, shared by every client
 	pingPeriod time.Duration
 	dedup      *dedup
 
@@ -218,19 +229,8 @@ func New(cfg Config, pub Publisher) *Hub {
 	if lim := float64(cfg.RateLimit); !math.IsInf(lim, 1) {
 		hello.Limits.Rate = &lim
 	}
-	h.hello = prepare(hello)
+	h.hello = textFrame(protocol.Encode(hello))
 	return h
-}
-
-// prepare encodes v once for any number of connections.
-func prepare(v any) *websocket.PreparedMessage {
-	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, protocol.Encode(v))
-	if err != nil {
-		// Text messages without compression are only framed, never
-		// transformed: this cannot fail.
-		panic(fmt.Sprintf("hub: prepare %T: %v", v, err))
-	}
-	return pm
 }
 
 // checkOrigin implements Config.AllowedOrigins.
@@ -275,8 +275,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	c := newClient(h, conn, req.RemoteAddr)
 	// Queued before the client is visible to Deliver, so hello is always
-	// the first frame; the queue is empty, so this never blocks.
-	c.send <- h.hello
+	// the first frame.
+	c.push(h.hello, time.Now())
 	if !h.register(c) {
 		// Close began between the check above and now.
 		h.m.rejected.Inc()
@@ -334,8 +334,8 @@ func (h *Hub) Clients() int {
 // Deliver broadcasts an alert that came from the broker to every client of
 // this relay. It is called by the broker's receive handler, possibly from
 // several goroutines at once, and never blocks on a client: the alert is
-// encoded once and offered to each client's queue; a client whose queue is
-// full is closed as too slow. Malformed messages and alerts whose id was seen
+// encoded once and offered to each client's queue; a client too far behind
+// (Config.MaxQueueBytes, MaxQueueAge) is closed as too slow. Malformed messages and alerts whose id was seen
 // recently (the broker delivers at least once) are dropped.
 //
 // Alerts delivered concurrently may reach different clients in different
@@ -355,19 +355,18 @@ func (h *Hub) Deliver(data []byte) {
 	}
 	// Re-encoded from the validated struct so every client gets exactly the
 	// v1 frame, whatever else the message carried.
-	h.broadcast(prepare(a))
+	h.broadcast(textFrame(protocol.Encode(a)))
 }
 
-// broadcast offers pm to every client's queue without blocking.
-func (h *Hub) broadcast(pm *websocket.PreparedMessage) {
+// broadcast offers the frame f to every client's queue without blocking.
+func (h *Hub) broadcast(f []byte) {
 	var delivered, dropped, slow int
+	now := time.Now()
 	h.mu.RLock()
 	for c := range h.clients {
-		select {
-		case c.send <- pm:
+		if c.push(f, now) {
 			delivered++
 			continue
-		default:
 		}
 		if c.isDone() {
 			continue // already closing; its queue no longer matters

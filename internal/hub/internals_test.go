@@ -79,7 +79,7 @@ func replyFrame(t *testing.T, c *client) frame {
 // alert twice (a redelivery racing the original): every client gets every
 // alert exactly once.
 func TestConcurrentDeliver(t *testing.T) {
-	tr := startRelay(t, Config{QueueSize: 512}, &loopback{})
+	tr := startRelay(t, Config{}, &loopback{})
 	const clients, senders, each = 8, 8, 25
 	conns := make([]*websocket.Conn, clients)
 	for i := range conns {
