@@ -30,6 +30,10 @@ type config struct {
 	AllowedOrigins []string
 	RateLimit      rate.Limit
 	RateBurst      int
+	// SlowBytes and SlowAge are the too-slow policy (hub.Config's
+	// MaxQueueBytes and MaxQueueAge); zero means the hub's default.
+	SlowBytes int
+	SlowAge   time.Duration
 	// PublishTimeout bounds one publish, in the hub and in the Pub/Sub
 	// client alike (which needs it up front).
 	PublishTimeout time.Duration
@@ -94,6 +98,20 @@ func loadConfig(getenv func(string) string) (config, error) {
 			errs = append(errs, fmt.Errorf("%s %q: want an integer >= 1", names.EnvAlertBurst, v))
 		}
 		c.RateBurst = n
+	}
+	if v := getenv(names.EnvSlowClientBytes); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			errs = append(errs, fmt.Errorf("%s %q: want bytes, an integer >= 1", names.EnvSlowClientBytes, v))
+		}
+		c.SlowBytes = n
+	}
+	if v := getenv(names.EnvSlowClientAge); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("%s %q: want a duration > 0, e.g. 10s", names.EnvSlowClientAge, v))
+		}
+		c.SlowAge = d
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("%s %q: want text or json", names.EnvLogFormat, c.LogFormat))

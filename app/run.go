@@ -137,6 +137,8 @@ func newRelay(cfg config, id relayID, b broker.Broker, log *slog.Logger) *server
 		AllowedOrigins: id.Origins,
 		RateLimit:      cfg.RateLimit,
 		RateBurst:      cfg.RateBurst,
+		MaxQueueBytes:  cfg.SlowBytes,
+		MaxQueueAge:    cfg.SlowAge,
 		PublishTimeout: cfg.PublishTimeout,
 		Logger:         log,
 		Registerer:     reg,
