@@ -10,7 +10,7 @@ TESTFLAGS   := -count=1 $(if $(RACE),-race,)
 BIN         := bin/skywatch
 
 .DEFAULT_GOAL := help
-.PHONY: help run dev test e2e bench lint build docker clean
+.PHONY: help run dev test e2e bench load lint build docker clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,6 +31,13 @@ e2e: ## several relay processes on Google's Pub/Sub emulator, real clients, Chro
 COUNT ?= 1
 bench: ## hub fan-out and per-connection memory (figures in docs/performance.md)
 	$(GO) test -run '^$$' -bench . -count=$(COUNT) -timeout 20m ./internal/hub/
+
+# LOADFLAGS are the load tool's flags (go run ./load -h), e.g.
+#   make load LOADFLAGS='-clients 200 -rates 50,100'
+#   make load LOADFLAGS='-url wss://skywatch.fly.dev/ws -remote -rates 5'
+LOADFLAGS ?=
+load: ## relays on the emulator under load: latency, loss, CPU and memory per client (docs/performance.md)
+	$(GO) run ./load $(LOADFLAGS)
 
 lint: ## gofmt, go vet, staticcheck and actionlint, all pinned
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
