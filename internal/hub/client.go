@@ -14,19 +14,24 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// client is one WebSocket connection: a reader (readPump) and a writer
-// (writePump). Only the writer writes to the connection (see writer.go).
+// client is one WebSocket connection: a reader goroutine (readPump) for its
+// whole life, and a writer goroutine (writeLoop) only while there is
+// something to write: an idle connection holds one goroutine, not two.
+// Only the writer writes to the connection (see writer.go).
 type client struct {
 	hub    *Hub
 	conn   *websocket.Conn
 	remote string
 
-	// queue carries broadcasts, the hello and pongs, and wake tells the
-	// writer it is no longer empty; replies carries this client's acks and
-	// errors. Channels are never closed: senders stop when done is closed.
+	// queue carries broadcasts, the hello and pongs; replies carries this
+	// client's acks and errors (never closed: senders stop when done is
+	// closed). Whoever adds work calls kick, which starts the writer unless
+	// it runs.
 	queue   queue
-	wake    chan struct{}
 	replies chan []byte
+	// ping fires every pingPeriod of writer silence and sets pingDue.
+	ping    *time.Timer
+	pingDue atomic.Bool
 
 	limiter  *rate.Limiter
 	inflight atomic.Int32 // publishes not yet answered
@@ -47,17 +52,27 @@ type client struct {
 const replyQueueSize = 16
 
 func newClient(h *Hub, conn *websocket.Conn, remote string) *client {
-	return &client{
+	c := &client{
 		hub:        h,
 		conn:       conn,
 		remote:     remote,
-		wake:       make(chan struct{}, 1),
 		replies:    make(chan []byte, replyQueueSize),
 		limiter:    rate.NewLimiter(h.cfg.RateLimit, h.cfg.RateBurst),
 		done:       make(chan struct{}),
 		writerDone: make(chan struct{}),
 		readerDone: make(chan struct{}),
 	}
+	// The hello is the first frame; the writer starts once the client is
+	// registered (see Hub.ServeHTTP).
+	c.queue.frames = append(c.queue.frames, h.hello)
+	c.queue.bytes, c.queue.since = len(h.hello), time.Now()
+	// A timer, not a ticker: it is re-armed after each ping, and costs no
+	// goroutine.
+	c.ping = time.AfterFunc(h.pingPeriod, func() {
+		c.pingDue.Store(true)
+		c.kick()
+	})
+	return c
 }
 
 // shutdown asks the writer to close the connection, with a close frame if
@@ -70,6 +85,9 @@ func (c *client) shutdown(code int, reason string) bool {
 		close(c.done)
 		first = true
 	})
+	if first {
+		c.kick() // the writer sends the close frame
+	}
 	return first
 }
 
@@ -210,6 +228,7 @@ func (c *client) reply(v any) {
 	b := protocol.Encode(v)
 	select {
 	case c.replies <- b:
+		c.kick()
 	case <-c.done:
 	}
 }
@@ -217,42 +236,44 @@ func (c *client) reply(v any) {
 // push queues f for this client, or closes the client as too slow (see
 // Config.MaxQueueBytes). It never blocks. It reports whether f was queued.
 func (c *client) push(f []byte, now time.Time) bool {
-	wake, ok := c.queue.push(f, now, c.hub.cfg.MaxQueueBytes, c.hub.cfg.MaxQueueAge)
-	if wake {
-		select {
-		case c.wake <- struct{}{}:
-		default: // a wake-up is already pending
-		}
+	start, ok := c.queue.push(f, now, c.hub.cfg.MaxQueueBytes, c.hub.cfg.MaxQueueAge)
+	if start {
+		go c.writeLoop()
 	}
 	return ok
 }
 
-// writePump writes queued frames and pings until the client is shut down,
-// then closes the connection politely.
-func (c *client) writePump() {
-	defer close(c.writerDone)
+// kick starts the writer unless it is running (or has finished).
+func (c *client) kick() {
+	if c.queue.claim() {
+		go c.writeLoop()
+	}
+}
+
+// writeLoop writes until nothing is left to write, then ends; once the
+// client is shut down it closes the connection politely instead. A goroutine
+// per burst costs about as much as waking a parked one, and idle
+// connections hold none.
+func (c *client) writeLoop() {
 	cfg := &c.hub.cfg
-	ping := time.NewTicker(c.hub.pingPeriod)
-	defer ping.Stop()
 	nc := c.conn.NetConn()
-	var scratch []byte // for connections without writev; empty while idle
+	var scratch []byte // for connections without writev
 	for {
 		// Shutting down wins over queued frames: a client closed as too
 		// slow gets its close frame next, not after its backlog.
 		if c.isDone() {
+			c.ping.Stop()
 			c.finish()
+			close(c.writerDone) // the queue stays claimed: no writer again
 			return
 		}
 		var err error
-		select {
-		case <-c.done:
-			continue
-		case <-c.wake:
-			err = c.drain(nc, nil, &scratch)
-		case b := <-c.replies:
-			err = c.drain(nc, b, &scratch)
-		case <-ping.C:
+		if c.pingDue.Swap(false) {
 			err = c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteWait))
+			c.ping.Reset(c.hub.pingPeriod)
+		}
+		if err == nil {
+			err = c.drain(nc, &scratch)
 		}
 		if err != nil {
 			// The connection is broken or stuck past WriteWait, maybe in
@@ -263,17 +284,21 @@ func (c *client) writePump() {
 			if c.shutdown(0, "") {
 				c.hub.log.Info("client disconnected", "remote", c.remote, "err", err)
 			}
+			continue
+		}
+		// Checked under the queue's lock, which push and kick take: work
+		// added after this check starts a new writer.
+		if c.queue.release(func() bool {
+			return len(c.replies) == 0 && !c.pingDue.Load() && !c.isDone()
+		}) {
+			return
 		}
 	}
 }
 
-// drain writes the reply (if any), every other reply waiting and every
-// queued frame, in one write.
-func (c *client) drain(nc net.Conn, reply []byte, scratch *[]byte) error {
+// drain writes every reply waiting and every queued frame, in one write.
+func (c *client) drain(nc net.Conn, scratch *[]byte) error {
 	batch, size := c.queue.take()
-	if reply != nil {
-		batch = append(batch, textFrame(reply))
-	}
 	for more := true; more; {
 		select {
 		case b := <-c.replies:

@@ -273,12 +273,12 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		h.log.Info("upgrade refused", "remote", req.RemoteAddr, "origin", req.Header.Get("Origin"), "err", err)
 		return
 	}
+	// The hello is queued in newClient, before the client is visible to
+	// Deliver, so it is always the first frame.
 	c := newClient(h, conn, req.RemoteAddr)
-	// Queued before the client is visible to Deliver, so hello is always
-	// the first frame.
-	c.push(h.hello, time.Now())
 	if !h.register(c) {
 		// Close began between the check above and now.
+		c.ping.Stop()
 		h.m.rejected.Inc()
 		_ = conn.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(protocol.CloseRestart, protocol.CloseRestartReason), time.Now().Add(h.cfg.WriteWait))
@@ -286,10 +286,11 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	h.log.Debug("client connected", "remote", c.remote)
-	// Both pumps get their own goroutines and ServeHTTP returns: while the
-	// handler runs, net/http keeps the connection's request buffers (about
-	// 11 KiB) alive, which an idle WebSocket does not need.
-	go c.writePump()
+	// The reader gets its own goroutine (and the writer one when it has
+	// work) and ServeHTTP returns: while the handler runs, net/http keeps
+	// the connection's request buffers (about 11 KiB) alive, which an idle
+	// WebSocket does not need.
+	c.kick() // writes the hello
 	go func() {
 		c.readPump()
 		<-c.writerDone

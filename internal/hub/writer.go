@@ -67,13 +67,16 @@ type queue struct {
 	// oldest unread.
 	writing time.Time
 	spare   [][]byte // the previous batch's array, reused
+	// running is true while a writer goroutine runs, and for good once it
+	// has closed the connection.
+	running bool
 }
 
 // push appends f unless the client is too slow: it already has more than
 // maxBytes unread, or its oldest unread frame waited longer than maxAge.
-// It reports whether the queue was empty (the writer needs a wake-up) and
-// whether f was queued.
-func (q *queue) push(f []byte, now time.Time, maxBytes int, maxAge time.Duration) (wake, ok bool) {
+// It reports whether the caller must start a writer, and whether f was
+// queued.
+func (q *queue) push(f []byte, now time.Time, maxBytes int, maxAge time.Duration) (start, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	oldest := q.writing
@@ -83,13 +86,36 @@ func (q *queue) push(f []byte, now time.Time, maxBytes int, maxAge time.Duration
 	if q.bytes+len(f) > maxBytes || (!oldest.IsZero() && now.Sub(oldest) > maxAge) {
 		return false, false
 	}
-	wake = len(q.frames) == 0
-	if wake {
+	if len(q.frames) == 0 {
 		q.since = now
 	}
 	q.frames = append(q.frames, f)
 	q.bytes += len(f)
-	return wake, true
+	start = !q.running
+	q.running = true
+	return start, true
+}
+
+// claim reports whether the caller must start a writer, marking one as
+// running.
+func (q *queue) claim() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	start := !q.running
+	q.running = true
+	return start
+}
+
+// release marks the writer as stopped if the queue is empty and idle()
+// holds, both under the lock; it reports whether it did.
+func (q *queue) release(idle func() bool) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.frames) > 0 || !idle() {
+		return false
+	}
+	q.running = false
+	return true
 }
 
 // take moves every queued frame to the caller, who must call done after
