@@ -117,16 +117,21 @@ func startCentrifugo(ctx context.Context, bin string, n int, logDir string) (*ta
 			t.stop()
 			return nil, err
 		}
+		// Keys as printed by `centrifugo defaultconfig -d` (v6). insecure:
+		// anonymous clients may connect, subscribe and publish, like
+		// Skywatch's; loopback only; no usage statistics sent anywhere.
 		cfg := map[string]any{
 			"client": map[string]any{"insecure": true, "allowed_origins": []string{"*"}},
 			"channel": map[string]any{"without_namespace": map[string]any{
 				"allow_subscribe_for_client": true, "allow_publish_for_client": true,
+				"allow_subscribe_for_anonymous": true, "allow_publish_for_anonymous": true,
 			}},
 			"engine": map[string]any{"type": "redis", "redis": map[string]any{
-				"address": "redis://127.0.0.1:" + strconv.Itoa(rport),
+				"address": []string{"redis://127.0.0.1:" + strconv.Itoa(rport)},
 			}},
-			"http_server": map[string]any{"address": "127.0.0.1", "port": strconv.Itoa(port)},
+			"http_server": map[string]any{"address": "127.0.0.1", "port": port},
 			"health":      map[string]any{"enabled": true},
+			"usage_stats": map[string]any{"disabled": true},
 		}
 		b, _ := json.Marshal(cfg)
 		path := filepath.Join(logDir, fmt.Sprintf("centrifugo-%d.json", i))
