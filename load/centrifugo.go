@@ -109,7 +109,7 @@ func startCentrifugo(ctx context.Context, bin string, n int, logDir string) (*ta
 	if err != nil {
 		return nil, err
 	}
-	t.extra = append(t.extra, redis)
+	t.broker = append(t.broker, redis)
 	time.Sleep(500 * time.Millisecond)
 	for i := range n {
 		port, err := freePort()

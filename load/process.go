@@ -24,12 +24,21 @@ type target struct {
 	urls  []string
 	proto proto
 	procs []*process // one per URL when started here; nil for -url
-	extra []*process // started here but not measured (redis)
+	// broker is what carries alerts between the relays (the emulator,
+	// Redis), when started here: its CPU is reported apart. It is stopped
+	// with the target unless shared (the emulator).
+	broker []*process
+	shared bool
 }
 
 func (t *target) stop() {
-	for _, p := range append(t.procs, t.extra...) {
+	for _, p := range t.procs {
 		p.stop()
+	}
+	if !t.shared {
+		for _, p := range t.broker {
+			p.stop()
+		}
 	}
 }
 
@@ -217,8 +226,9 @@ func findEmulator() (string, error) {
 
 // startRelays starts n relays from bin on the emulator, each with its own
 // alloc id (prefix-i), and waits until each is ready.
-func startRelays(ctx context.Context, bin string, n int, emuHost, prefix, logDir string) (*target, error) {
-	t := &target{proto: skywatchProto{}}
+func startRelays(ctx context.Context, bin string, n int, emu *emulator, prefix, logDir string) (*target, error) {
+	t := &target{proto: skywatchProto{}, broker: []*process{emu.p}, shared: true}
+	emuHost := emu.host
 	for i := range n {
 		port, err := freePort()
 		if err != nil {

@@ -203,7 +203,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 			// A new alloc id per system: see the emulator quirk in
 			// docs/performance.md.
-			tgt, err = startRelays(ctx, sys.Path, o.relays, emu.host, fmt.Sprintf("load%d", i), tmp)
+			tgt, err = startRelays(ctx, sys.Path, o.relays, emu, fmt.Sprintf("load%d", i), tmp)
 		case "centrifugo":
 			tgt, err = startCentrifugo(ctx, sys.Path, o.relays, tmp)
 		}

@@ -231,7 +231,11 @@ type stepResult struct {
 	// LoadCPUSeconds is this tool's own CPU during the step: its clients
 	// share the machine with what they measure.
 	LoadCPUSeconds float64 `json:"load_cpu_seconds"`
-	Sustained      bool    `json:"sustained"`
+	// BrokerCPUSeconds is the emulator's (or Redis's) CPU, when started
+	// here; Seconds is the step's wall time (hold and drain).
+	BrokerCPUSeconds float64 `json:"broker_cpu_seconds,omitempty"`
+	Seconds          float64 `json:"seconds"`
+	Sustained        bool    `json:"sustained"`
 }
 
 func selfCPU() time.Duration {
@@ -278,8 +282,8 @@ func sweep(ctx context.Context, tgt *target, o options, ss *systemSummary, stder
 		if st.Sustained {
 			ss.Sustained = rate
 		}
-		fmt.Fprintf(stderr, "%s %4d/s: delivered %d/%d dup %d  p50 %.1f p90 %.1f p99 %.1f max %.1f ms  refused %v closes %v  relay cpu %.2f µs/delivery, load tool %.1f s  sustained=%v\n",
-			ss.Name, rate, st.Delivered, st.Expected, st.Duplicates, st.P50ms, st.P90ms, st.P99ms, st.MaxMs, st.Refused, st.Closes, st.CPUPerDeliveryUS, st.LoadCPUSeconds, st.Sustained)
+		fmt.Fprintf(stderr, "%s %4d/s: delivered %d/%d dup %d  p50 %.1f p90 %.1f p99 %.1f max %.1f ms  refused %v closes %v  relay cpu %.2f µs/delivery (%.1f s), broker %.1f s, load tool %.1f s, in %.0f s  sustained=%v\n",
+			ss.Name, rate, st.Delivered, st.Expected, st.Duplicates, st.P50ms, st.P90ms, st.P99ms, st.MaxMs, st.Refused, st.Closes, st.CPUPerDeliveryUS, st.RelayCPUSeconds, st.BrokerCPUSeconds, st.LoadCPUSeconds, st.Seconds, st.Sustained)
 	}
 	return nil
 }
@@ -349,6 +353,7 @@ func runStep(ctx context.Context, tgt *target, clients []*client, rec *recorder,
 		c.mu.Unlock()
 	}
 	cpuBefore, _ := usageOf(tgt.procs)
+	brokerBefore, _ := usageOf(tgt.broker)
 	selfBefore := selfCPU()
 
 	start := time.Now()
@@ -388,6 +393,9 @@ func runStep(ctx context.Context, tgt *target, clients []*client, rec *recorder,
 	}
 	cpuAfter, _ := usageOf(tgt.procs)
 	st.LoadCPUSeconds = math.Round((selfCPU()-selfBefore).Seconds()*100) / 100
+	brokerAfter, _ := usageOf(tgt.broker)
+	st.BrokerCPUSeconds = math.Round((brokerAfter-brokerBefore).Seconds()*100) / 100
+	st.Seconds = math.Round(time.Since(start).Seconds()*10) / 10
 
 	rec.mu.Lock()
 	acked, refused := 0, 0
