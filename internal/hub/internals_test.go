@@ -27,7 +27,7 @@ func TestPublishTimeoutAndInflightBound(t *testing.T) {
 		broker.down.Store(true)
 		r := New(Config{PublishTimeout: timeout, RateLimit: rate.Every(time.Hour), RateBurst: 3}, broker)
 		c := newClient(r, nil, "test") // the publish path never touches the connection
-		c.queue.claim() // no writer: the test reads the replies itself
+		c.queue.claim()                // no writer: the test reads the replies itself
 
 		for i := range 4 {
 			c.handle(fmt.Appendf(nil, `{"type":"alert","nonce":"%d"}`, i))
