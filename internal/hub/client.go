@@ -29,7 +29,8 @@ type client struct {
 	// it runs.
 	queue   queue
 	replies chan []byte
-	// ping fires every pingPeriod of writer silence and sets pingDue.
+	// ping fires pingPeriod after the last ping and sets pingDue; the
+	// writer pings and re-arms it.
 	ping    *time.Timer
 	pingDue atomic.Bool
 
@@ -109,7 +110,12 @@ func (c *client) readPump() {
 	// Pongs go through the writer like every other frame (the default
 	// handler writes them from here, which could land inside a batch).
 	c.conn.SetPingHandler(func(data string) error {
-		c.push(appendFrame(nil, opPong, []byte(data)), time.Now())
+		// Pongs count as unread bytes too: a client that pings without
+		// reading is too slow like any other.
+		if !c.push(appendFrame(nil, opPong, []byte(data)), time.Now()) &&
+			c.shutdown(protocol.CloseTooSlow, protocol.CloseTooSlowReason) {
+			c.hub.m.slowCloses.Inc()
+		}
 		return nil
 	})
 	c.conn.SetPongHandler(func(string) error {
@@ -263,6 +269,7 @@ func (c *client) writeLoop() {
 		// slow gets its close frame next, not after its backlog.
 		if c.isDone() {
 			c.ping.Stop()
+			c.queue.close()
 			c.finish()
 			close(c.writerDone) // the queue stays claimed: no writer again
 			return

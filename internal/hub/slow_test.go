@@ -160,3 +160,23 @@ func TestBurstAttack(t *testing.T) {
 		t.Errorf("slow closes = %v, want 0", n)
 	}
 }
+
+// TestPingFloodIsSlow: pongs count as unread bytes, so a client that pings
+// without reading the pongs is closed as too slow, not queued forever.
+func TestPingFloodIsSlow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := pipeHub(t, Config{MaxQueueBytes: 2048, WriteWait: time.Minute})
+		_, cli, _ := pipeConn(t, h)
+		defer cli.Close()
+		payload := string(bytes.Repeat([]byte{'p'}, 125))
+		for i := 0; count(t, h.m.slowCloses) == 0; i++ {
+			if i > 2048/127+1 {
+				t.Fatalf("not closed after %d pings of 125 bytes", i)
+			}
+			if err := clientPing(cli, payload); err != nil {
+				t.Fatal(err)
+			}
+			synctest.Wait() // the reader has handled the ping
+		}
+	})
+}

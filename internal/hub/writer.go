@@ -70,6 +70,7 @@ type queue struct {
 	// running is true while a writer goroutine runs, and for good once it
 	// has closed the connection.
 	running bool
+	closed  bool // the client is closing: push refuses, nothing is kept
 }
 
 // push appends f unless the client is too slow: it already has more than
@@ -79,6 +80,9 @@ type queue struct {
 func (q *queue) push(f []byte, now time.Time, maxBytes int, maxAge time.Duration) (start, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.closed {
+		return false, false
+	}
 	oldest := q.writing
 	if oldest.IsZero() {
 		oldest = q.since
@@ -94,6 +98,14 @@ func (q *queue) push(f []byte, now time.Time, maxBytes int, maxAge time.Duration
 	start = !q.running
 	q.running = true
 	return start, true
+}
+
+// close drops what is queued and refuses what comes: the client is closing.
+func (q *queue) close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closed = true
+	q.frames, q.spare = nil, nil
 }
 
 // claim reports whether the caller must start a writer, marking one as
