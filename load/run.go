@@ -33,6 +33,9 @@ type options struct {
 	systems []system // what to load, one after the other
 	remote  bool
 	jsonOut string
+	// attackSenders connections send attackBurst alerts at once, every
+	// second of each rate (the burst attack of issue 9).
+	attackSenders, attackBurst int
 }
 
 // system is one thing under load: relays this tool starts from a binary,
@@ -59,6 +62,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&urls, "url", "", "ws:// or wss:// URLs of running relays' /ws, comma-separated, instead of starting any")
 	fs.BoolVar(&o.remote, "remote", false, "allow -url targets that are not on loopback")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the JSON summary to this file")
+	fs.IntVar(&o.attackSenders, "attack", 0, "every second, this many random clients send -attack-burst alerts at once, on top of the rate")
+	fs.IntVar(&o.attackBurst, "attack-burst", 10, "alerts per attacking client (the relay's default burst is 10)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -71,6 +76,9 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.relays < 1 || o.clients < 1 || o.relays*o.clients > maxClients {
 		return o, fmt.Errorf("-relays × -clients must be in 1..%d", maxClients)
+	}
+	if o.attackSenders < 0 || o.attackBurst < 1 || o.attackSenders*o.attackBurst > maxRate {
+		return o, fmt.Errorf("-attack × -attack-burst must be at most %d", maxRate)
 	}
 	if o.hold <= 0 || o.hold > maxHold || o.drain < 0 || o.drain > maxHold {
 		return o, fmt.Errorf("-hold and -drain must be at most %v", maxHold)
@@ -165,6 +173,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Options: map[string]any{
 			"relays": o.relays, "clients_per_relay": o.clients, "rates": o.rates,
 			"hold": o.hold.String(), "drain": o.drain.String(),
+			"attack": o.attackSenders, "attack_burst": o.attackBurst,
 		},
 	}
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {

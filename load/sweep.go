@@ -236,6 +236,8 @@ type stepResult struct {
 	BrokerCPUSeconds float64 `json:"broker_cpu_seconds,omitempty"`
 	Seconds          float64 `json:"seconds"`
 	Sustained        bool    `json:"sustained"`
+	// AttackAlerts were sent in bursts (-attack), on top of the rate.
+	AttackAlerts int `json:"attack_alerts,omitempty"`
 }
 
 func selfCPU() time.Duration {
@@ -251,6 +253,7 @@ func sweep(ctx context.Context, tgt *target, o options, ss *systemSummary, stder
 	maxSeq := 0
 	for _, r := range o.rates {
 		maxSeq += int(float64(r)*o.hold.Seconds()) + r
+		maxSeq += o.attackSenders * o.attackBurst * (int(o.hold.Seconds()) + 2)
 	}
 	rec := &recorder{maxSeq: maxSeq, state: make([]int8, maxSeq), closes: map[string]int{}, errs: map[string]int{}}
 
@@ -282,8 +285,8 @@ func sweep(ctx context.Context, tgt *target, o options, ss *systemSummary, stder
 		if st.Sustained {
 			ss.Sustained = rate
 		}
-		fmt.Fprintf(stderr, "%s %4d/s: delivered %d/%d dup %d  p50 %.1f p90 %.1f p99 %.1f max %.1f ms  refused %v closes %v  relay cpu %.2f µs/delivery (%.1f s), broker %.1f s, load tool %.1f s, in %.0f s  sustained=%v\n",
-			ss.Name, rate, st.Delivered, st.Expected, st.Duplicates, st.P50ms, st.P90ms, st.P99ms, st.MaxMs, st.Refused, st.Closes, st.CPUPerDeliveryUS, st.RelayCPUSeconds, st.BrokerCPUSeconds, st.LoadCPUSeconds, st.Seconds, st.Sustained)
+		fmt.Fprintf(stderr, "%s %4d/s (+%d in bursts): delivered %d/%d dup %d  p50 %.1f p90 %.1f p99 %.1f max %.1f ms  refused %v closes %v  relay cpu %.2f µs/delivery (%.1f s), broker %.1f s, load tool %.1f s, in %.0f s  sustained=%v\n",
+			ss.Name, rate, st.AttackAlerts, st.Delivered, st.Expected, st.Duplicates, st.P50ms, st.P90ms, st.P99ms, st.MaxMs, st.Refused, st.Closes, st.CPUPerDeliveryUS, st.RelayCPUSeconds, st.BrokerCPUSeconds, st.LoadCPUSeconds, st.Seconds, st.Sustained)
 	}
 	return nil
 }
@@ -365,6 +368,27 @@ func runStep(ctx context.Context, tgt *target, clients []*client, rec *recorder,
 		case <-tick.C:
 		case <-progress.C:
 			fmt.Fprintf(stderr, "  %4d/s  t=%2.0fs  sent %d  alive %d\n", rate, time.Since(start).Seconds(), sent, rec.alive.Load())
+			// The burst attack of issue 9: a few connections send their
+			// whole burst at once, every second.
+			for range o.attackSenders {
+				c := clients[rand.IntN(len(clients))]
+				seqs := make([]int, o.attackBurst)
+				for i := range seqs {
+					seqs[i] = *seq
+					*seq++
+				}
+				rec.mu.Lock()
+				for _, s := range seqs {
+					rec.state[s] = 1
+				}
+				rec.mu.Unlock()
+				st.AttackAlerts += len(seqs)
+				go func() {
+					for _, s := range seqs {
+						_ = c.write(tgt.proto.publish(alertText(s, time.Now()), s))
+					}
+				}()
+			}
 			continue
 		case <-ctx.Done():
 			continue
