@@ -17,7 +17,8 @@ import (
 // every writer) and sets a deadline per frame. A server frame is a short
 // header and the payload, unmasked (RFC 6455 §5.2), so Deliver builds it
 // once for every client, and the writer hands a client's whole backlog to
-// the kernel in one writev.
+// the kernel in one writev. (The Upgrader negotiates no compression, so a
+// frame is sent as built.)
 //
 // Every write to the connection after the upgrade comes from the writer
 // goroutine, so nothing can land inside a data frame: pings and the close
