@@ -109,12 +109,14 @@ const (
 const closeGrace = time.Second
 
 // Buffer sizes for gorilla. Client frames are at most ReadLimit bytes and
-// most are far smaller; 1 KiB read buffers (frames larger than the buffer
-// still work) and pooled write buffers (held only while writing) keep an
-// idle connection small. Broadcasts are prepared messages and bypass the
-// write buffer altogether.
+// most are far smaller; 512-byte read buffers (an ASCII alert fits; larger
+// frames take more reads) and pooled write buffers (held only while
+// writing) keep an idle connection small: the read buffer is held for the
+// connection's life, and 1 KiB cost 0.5 KB more per idle connection
+// (BenchmarkIdleConnMemory). The writer bypasses gorilla's write buffer
+// altogether (writer.go).
 const (
-	readBufferSize  = 1024
+	readBufferSize  = 512
 	writeBufferSize = 1024
 )
 
