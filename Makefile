@@ -10,7 +10,7 @@ TESTFLAGS   := -count=1 $(if $(RACE),-race,)
 BIN         := bin/skywatch
 
 .DEFAULT_GOAL := help
-.PHONY: help run dev test e2e bench fuzz lint build docker clean
+.PHONY: help run dev test e2e bench load fuzz lint build docker clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,6 +42,13 @@ fuzz: ## each fuzz target for FUZZTIME (default 1m): frame decoder, API body par
 		echo "fuzz $${t#*:} ($(FUZZTIME))"; \
 		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}"; \
 	done
+
+# LOADFLAGS are the load tool's flags (go run ./load -h), e.g.
+#   make load LOADFLAGS='-clients 200 -rates 50,100'
+#   make load LOADFLAGS='-url wss://skywatch.fly.dev/ws -remote -rates 5'
+LOADFLAGS ?=
+load: ## relays on the emulator under load: latency, loss, CPU and memory per client (docs/performance.md)
+	$(GO) run ./load $(LOADFLAGS)
 
 lint: ## gofmt, go vet, staticcheck and actionlint, all pinned
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

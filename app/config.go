@@ -39,6 +39,10 @@ type config struct {
 	FallbackRelays []string
 	RateLimit      rate.Limit
 	RateBurst      int
+	// SlowBytes and SlowAge are the too-slow policy (hub.Config's
+	// MaxQueueBytes and MaxQueueAge); zero means the hub's default.
+	SlowBytes int
+	SlowAge   time.Duration
 	// PublishTimeout bounds one publish, in the hub and in the Pub/Sub
 	// client alike (which needs it up front).
 	PublishTimeout time.Duration
@@ -163,6 +167,14 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if iv, oa := cmp.Or(c.HeartbeatInterval, fleet.DefaultInterval), cmp.Or(c.OrphanAfter, fleet.DefaultOrphanAfter); oa < minOrphanBeats*iv {
 		errs = append(errs, fmt.Errorf("%s %v: want at least %d × %s (%v)", names.EnvOrphanAfter, oa, minOrphanBeats, names.EnvHeartbeatInterval, iv))
 	}
+	if v := getenv(names.EnvSlowClientBytes); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			errs = append(errs, fmt.Errorf("%s %q: want bytes, an integer >= 1", names.EnvSlowClientBytes, v))
+		}
+		c.SlowBytes = n
+	}
+	c.SlowAge = duration(getenv, names.EnvSlowClientAge, &errs)
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("%s %q: want text or json", names.EnvLogFormat, c.LogFormat))
 	}

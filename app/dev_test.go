@@ -118,4 +118,3 @@ func TestDevStopAndRestartOneVM(t *testing.T) {
 	}
 	done <- nil
 }
-

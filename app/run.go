@@ -181,6 +181,8 @@ func newRelay(ctx context.Context, cfg config, id relayID, b broker.Broker, log 
 		Relays:         id.Relays,
 		RateLimit:      cfg.RateLimit,
 		RateBurst:      cfg.RateBurst,
+		MaxQueueBytes:  cfg.SlowBytes,
+		MaxQueueAge:    cfg.SlowAge,
 		PublishTimeout: cfg.PublishTimeout,
 		Logger:         log,
 		Registerer:     reg,

@@ -253,6 +253,40 @@ func BenchmarkFanOut(b *testing.B) {
 	}
 }
 
+// BenchmarkFanOutBurst is BenchmarkFanOut with alerts arriving faster than
+// one at a time: each op delivers a burst of alerts back to back, then waits
+// until every client has all of them. It is where a writer finds several
+// frames queued, so it shows what coalescing them into one write saves.
+// Figures are per delivery (one alert to one client).
+func BenchmarkFanOutBurst(b *testing.B) {
+	const n = 1000
+	for _, burst := range []int{10, 70} {
+		b.Run(fmt.Sprintf("clients=%d/burst=%d", n, burst), func(b *testing.B) {
+			r, url := benchHub(b)
+			clients := startClients(b, url, n)
+			waitClients(b, r, n)
+			tmpl := newAlertTemplate(b)
+			alerts := 0
+			b.ReportAllocs()
+			cpu := startCPU()
+			for b.Loop() {
+				for range burst {
+					r.Deliver(tmpl.next())
+				}
+				for range burst {
+					clients.round(b)
+				}
+				alerts += burst
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(alerts*n), "ns/delivery")
+			b.ReportMetric(float64(cpu.used().Nanoseconds())/float64(alerts*n), "server-cpu-ns/delivery")
+			if got := count(&testing.T{}, r.m.slowCloses); got != 0 {
+				b.Errorf("%v slow clients closed during the benchmark", got)
+			}
+		})
+	}
+}
+
 // BenchmarkLoopbackFloor is the same fan-out without the relay: one
 // goroutine per core writes a ready-made alert frame to its share of the n
 // sockets; no queues, no per-connection goroutines, no deadlines. It shows

@@ -15,20 +15,25 @@ import (
 	"github.com/skywatch-dev/skywatch/internal/protocol"
 )
 
-// client is one WebSocket connection: a reader (readPump, on the HTTP
-// handler's goroutine) and a writer (writePump). Only the writer writes data
-// frames; control frames (close, pong) may come from either, which gorilla
-// allows.
+// client is one WebSocket connection: a reader goroutine (readPump) for its
+// whole life, and a writer goroutine (writeLoop) only while there is
+// something to write: an idle connection holds one goroutine, not two.
+// Only the writer writes to the connection (see writer.go).
 type client struct {
 	hub    *Hub
 	conn   *websocket.Conn
 	remote string
 
-	// send carries broadcasts (and the hello); replies carries this
-	// client's acks and errors. Neither is ever closed: senders stop when
-	// done is closed.
-	send    chan *websocket.PreparedMessage
+	// queue carries broadcasts, the hello and pongs; replies carries this
+	// client's acks and errors (never closed: senders stop when done is
+	// closed). Whoever adds work calls kick, which starts the writer unless
+	// it runs.
+	queue   queue
 	replies chan []byte
+	// ping fires pingPeriod after the last ping and sets pingDue; the
+	// writer pings and re-arms it.
+	ping    *time.Timer
+	pingDue atomic.Bool
 
 	limiter  *rate.Limiter
 	inflight atomic.Int32 // publishes not yet answered
@@ -39,6 +44,8 @@ type client struct {
 	closeCode   int           // written before done is closed
 	closeReason string
 
+	broken bool // a write failed; written and read by the writer only
+
 	writerDone chan struct{}
 	readerDone chan struct{}
 }
@@ -48,11 +55,10 @@ type client struct {
 const replyQueueSize = 16
 
 func newClient(h *Hub, conn *websocket.Conn, remote string) *client {
-	return &client{
+	c := &client{
 		hub:        h,
 		conn:       conn,
 		remote:     remote,
-		send:       make(chan *websocket.PreparedMessage, h.cfg.QueueSize),
 		replies:    make(chan []byte, replyQueueSize),
 		limiter:    rate.NewLimiter(h.cfg.RateLimit, h.cfg.RateBurst),
 		pol:        h.newClientPolicy(remote),
@@ -60,6 +66,16 @@ func newClient(h *Hub, conn *websocket.Conn, remote string) *client {
 		writerDone: make(chan struct{}),
 		readerDone: make(chan struct{}),
 	}
+	// The hello is the first frame; the writer starts once the client is
+	// registered (see Hub.ServeHTTP).
+	c.queue.preload(h.hello, time.Now())
+	// A timer, not a ticker: it is re-armed after each ping, and costs no
+	// goroutine.
+	c.ping = time.AfterFunc(h.pingPeriod, func() {
+		c.pingDue.Store(true)
+		c.kick()
+	})
+	return c
 }
 
 // shutdown asks the writer to close the connection, with a close frame if
@@ -72,6 +88,9 @@ func (c *client) shutdown(code int, reason string) bool {
 		close(c.done)
 		first = true
 	})
+	if first {
+		c.kick() // the writer sends the close frame
+	}
 	return first
 }
 
@@ -90,6 +109,17 @@ func (c *client) readPump() {
 	cfg := &c.hub.cfg
 	c.conn.SetReadLimit(cfg.ReadLimit)
 	_ = c.conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
+	// Pongs go through the writer like every other frame (the default
+	// handler writes them from here, which could land inside a batch).
+	c.conn.SetPingHandler(func(data string) error {
+		// Pongs count as unread bytes too: a client that pings without
+		// reading is too slow like any other.
+		if !c.push(appendFrame(nil, opPong, []byte(data)), time.Now()) &&
+			c.shutdown(protocol.CloseTooSlow, protocol.CloseTooSlowReason) {
+			c.hub.m.slowCloses.Inc()
+		}
+		return nil
+	})
 	c.conn.SetPongHandler(func(string) error {
 		if c.isDone() {
 			return nil // closing: the writer's grace period decides now
@@ -223,51 +253,98 @@ func (c *client) reply(v any) {
 	b := protocol.Encode(v)
 	select {
 	case c.replies <- b:
+		c.kick()
 	case <-c.done:
 	}
 }
 
-// writePump writes queued frames and pings until the client is shut down,
-// then closes the connection politely.
-func (c *client) writePump() {
-	defer close(c.writerDone)
+// push queues f for this client, or closes the client as too slow (see
+// Config.MaxQueueBytes). It never blocks. It reports whether f was queued.
+func (c *client) push(f []byte, now time.Time) bool {
+	start, ok := c.queue.push(f, now, c.hub.cfg.MaxQueueBytes, c.hub.cfg.MaxQueueAge)
+	if start {
+		go c.writeLoop()
+	}
+	return ok
+}
+
+// kick starts the writer unless it is running (or has finished).
+func (c *client) kick() {
+	if c.queue.claim() {
+		go c.writeLoop()
+	}
+}
+
+// writeLoop writes until nothing is left to write, then ends; once the
+// client is shut down it closes the connection politely instead. A goroutine
+// per burst costs about as much as waking a parked one, and idle
+// connections hold none.
+func (c *client) writeLoop() {
 	cfg := &c.hub.cfg
-	ping := time.NewTicker(c.hub.pingPeriod)
-	defer ping.Stop()
+	nc := c.conn.NetConn()
+	var scratch []byte // for connections without writev
 	for {
 		// Shutting down wins over queued frames: a client closed as too
 		// slow gets its close frame next, not after its backlog.
 		if c.isDone() {
+			c.ping.Stop()
+			c.queue.close()
 			c.finish()
+			close(c.writerDone) // the queue stays claimed: no writer again
 			return
 		}
 		var err error
-		select {
-		case <-c.done:
-			continue
-		case pm := <-c.send:
-			_ = c.conn.SetWriteDeadline(time.Now().Add(cfg.WriteWait))
-			err = c.conn.WritePreparedMessage(pm)
-		case b := <-c.replies:
-			_ = c.conn.SetWriteDeadline(time.Now().Add(cfg.WriteWait))
-			err = c.conn.WriteMessage(websocket.TextMessage, b)
-		case <-ping.C:
+		if c.pingDue.Swap(false) {
 			err = c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteWait))
+			c.ping.Reset(c.hub.pingPeriod)
+		}
+		if err == nil {
+			err = c.drain(nc, &scratch)
 		}
 		if err != nil {
-			// The connection is broken or stuck past WriteWait; no close
-			// frame can get through.
+			// The connection is broken or stuck past WriteWait, maybe in
+			// the middle of a frame: nothing more may be written, not even
+			// a close frame.
+			c.broken = true
+			_ = nc.Close()
 			if c.shutdown(0, "") {
 				c.hub.log.Info("client disconnected", "remote", c.remote, "err", err)
 			}
+			continue
+		}
+		// Checked under the queue's lock, which push and kick take: work
+		// added after this check starts a new writer.
+		if c.queue.release(func() bool {
+			return len(c.replies) == 0 && !c.pingDue.Load() && !c.isDone()
+		}) {
+			return
 		}
 	}
+}
+
+// drain writes every reply waiting and every queued frame, in one write.
+func (c *client) drain(nc net.Conn, scratch *[]byte) error {
+	batch, size := c.queue.take()
+	for more := true; more; {
+		select {
+		case b := <-c.replies:
+			batch = append(batch, textFrame(b))
+		default:
+			more = false
+		}
+	}
+	var err error
+	if len(batch) > 0 {
+		err = writeBatch(nc, batch, time.Now().Add(c.hub.cfg.WriteWait), scratch)
+	}
+	c.queue.done(batch, size)
+	return err
 }
 
 // finish sends the close frame chosen by shutdown (if any), waits briefly for
 // the client's answer, and closes the TCP connection.
 func (c *client) finish() {
-	if c.closeCode != 0 {
+	if c.closeCode != 0 && !c.broken {
 		err := c.conn.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(c.closeCode, c.closeReason), time.Now().Add(c.hub.cfg.WriteWait))
 		switch c.closeCode {

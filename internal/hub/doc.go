@@ -9,10 +9,12 @@
 // path, delivered exactly once per client (duplicates from the broker's
 // at-least-once delivery are dropped by id).
 //
-// Per connection there is one reader goroutine and one writer goroutine.
-// Deliver encodes an alert once, as a websocket.PreparedMessage, and offers
-// it to each client's bounded queue without blocking; a client whose queue
-// is full is closed as too slow rather than stalling the others.
+// Per connection there is one reader goroutine, and a writer goroutine only
+// while there is something to write. Deliver encodes an alert once, as a
+// ready-made WebSocket frame shared by every client, and appends it to each
+// client's queue without blocking; the writer sends everything queued in one
+// system call. A client with too much left unread (bytes, or the age of its
+// oldest unread frame) is closed as too slow rather than stalling the others.
 //
 // Who may publish and how much (BROWSER_PUBLISH, per-address and per-relay
 // limits, budgets for bad frames) is in policy.go; frameguard.go bounds the

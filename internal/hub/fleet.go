@@ -1,36 +1,31 @@
 package hub
 
 import (
-	"github.com/gorilla/websocket"
+	"time"
 
 	"github.com/skywatch-dev/skywatch/internal/protocol"
 )
 
 // BroadcastFleet offers a fleet frame to every client and keeps it for the
 // clients that connect later, which get it right after hello. A fleet frame
-// is only a view: a client whose queue is full skips it (the next one
+// is only a view: a client that cannot take it skips it (the next one
 // replaces it) and is not closed for it, and it is not counted as an alert.
 func (h *Hub) BroadcastFleet(f protocol.Fleet) {
 	f.Type = protocol.TypeFleet
-	pm := prepare(f)
-	h.fleet.Store(pm)
+	frame := textFrame(protocol.Encode(f))
+	h.fleet.Store(&frame)
+	now := time.Now()
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for c := range h.clients {
-		offer(c, pm)
+		c.push(frame, now)
 	}
 }
 
-// sendFleet gives a new client the latest fleet frame, if there is one.
+// sendFleet gives a new client the latest fleet frame, if there is one,
+// right after its hello and before its writer starts.
 func (h *Hub) sendFleet(c *client) {
-	if pm := h.fleet.Load(); pm != nil {
-		offer(c, pm)
-	}
-}
-
-func offer(c *client, pm *websocket.PreparedMessage) {
-	select {
-	case c.send <- pm:
-	default:
+	if f := h.fleet.Load(); f != nil {
+		c.queue.preload(*f, time.Now())
 	}
 }

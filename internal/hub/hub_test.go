@@ -340,7 +340,7 @@ func TestUnavailable(t *testing.T) {
 // closed with 1008 while a reading client gets every alert and Deliver keeps
 // returning.
 func TestSlowClient(t *testing.T) {
-	tr := startHub(t, Config{QueueSize: 4}, &loopback{}, smallBuffers)
+	tr := startHub(t, Config{MaxQueueBytes: 1024}, &loopback{}, smallBuffers)
 	slow, _, err := dial(t, tr.url, nil, smallReadDialer())
 	if err != nil {
 		t.Fatal(err)

@@ -29,6 +29,7 @@ func TestPublishTimeoutAndInflightBound(t *testing.T) {
 		broker.down.Store(true)
 		r := New(Config{PublishTimeout: timeout, RateLimit: rate.Every(time.Hour), RateBurst: 3}, broker)
 		c := newClient(r, nil, "test") // the publish path never touches the connection
+		c.queue.claim()                // no writer: the test reads the replies itself
 
 		for i := range 4 {
 			c.handle(fmt.Appendf(nil, `{"type":"alert","nonce":"%d"}`, i))
@@ -81,7 +82,7 @@ func replyFrame(t *testing.T, c *client) testkit.Frame {
 // alert twice (a redelivery racing the original): every client gets every
 // alert exactly once.
 func TestConcurrentDeliver(t *testing.T) {
-	tr := startHub(t, Config{QueueSize: 512}, &loopback{})
+	tr := startHub(t, Config{}, &loopback{})
 	const clients, senders, each = 8, 8, 25
 	conns := make([]*websocket.Conn, clients)
 	for i := range conns {

@@ -51,11 +51,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "skywatch_frames_dropped_total",
-			Help: "Frames not queued because the client's queue was full.",
+			Help: "Frames not queued because the client was too slow (too much unread, or unread for too long).",
 		}),
 		slowCloses: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "skywatch_slow_client_closes_total",
-			Help: "Clients closed (1008 too slow) because their send queue was full.",
+			Help: "Clients closed (1008 too slow) for leaving too much unread, or unread for too long.",
 		}),
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "skywatch_upgrades_refused_total",

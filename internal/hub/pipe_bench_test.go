@@ -57,7 +57,7 @@ func BenchmarkFanOutPipe(b *testing.B) {
 }
 
 // upgradeOverPipe runs the WebSocket handshake of Hub.ServeHTTP on conn.
-func upgradeOverPipe(b *testing.B, r *Hub, conn net.Conn) {
+func upgradeOverPipe(b testing.TB, r *Hub, conn net.Conn) {
 	b.Helper()
 	req := httptest.NewRequest(http.MethodGet, "http://relay.test/ws", nil)
 	req.Header.Set("Upgrade", "websocket")

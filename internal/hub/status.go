@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/skywatch-dev/skywatch/internal/names"
 	"github.com/skywatch-dev/skywatch/internal/protocol"
 	"github.com/skywatch-dev/skywatch/internal/reqlog"
@@ -26,8 +24,8 @@ type status struct {
 }
 
 var (
-	readyFrame    = prepare(protocol.Status{Type: protocol.TypeStatus, Ready: true})
-	notReadyFrame = prepare(protocol.Status{Type: protocol.TypeStatus, Ready: false})
+	readyFrame    = textFrame(protocol.Encode(protocol.Status{Type: protocol.TypeStatus, Ready: true}))
+	notReadyFrame = textFrame(protocol.Encode(protocol.Status{Type: protocol.TypeStatus, Ready: false}))
 )
 
 // SetReady tells every client whether this relay can deliver alerts right
@@ -46,14 +44,15 @@ func (h *Hub) SetReady(ready bool) {
 		return
 	}
 	h.log.Info("readiness sent to clients", "ready", ready)
-	pm := readyFrame
+	f := readyFrame
 	if !ready {
-		pm = notReadyFrame
+		f = notReadyFrame
 	}
 	// A client that registers between the change above and this loop gets
 	// the frame twice (once from greetStatus); the same frame twice is
 	// harmless, a missed one would not be.
-	h.offer(pm)
+	// Not an alert: not counted as one delivered.
+	h.fanOut(f)
 }
 
 // Ready reports the readiness last given to SetReady (true if never).
@@ -82,41 +81,11 @@ func (h *Hub) FollowReadiness(ctx context.Context, ready func() bool, interval t
 }
 
 // greetStatus queues the not-ready frame for a client being registered
-// while the relay is not ready. Called with h.mu held, right after the
-// hello was queued, so the queue has room.
+// while the relay is not ready: with h.mu held, after its hello and before
+// its writer starts.
 func (h *Hub) greetStatus(c *client) {
-	if !h.status.down {
-		return
-	}
-	select {
-	case c.send <- notReadyFrame:
-	default:
-	}
-}
-
-// offer gives pm to every client's queue without blocking, as broadcast does
-// for alerts, but without counting it as an alert delivered.
-func (h *Hub) offer(pm *websocket.PreparedMessage) {
-	var dropped, slow int
-	h.mu.RLock()
-	for c := range h.clients {
-		select {
-		case c.send <- pm:
-			continue
-		default:
-		}
-		if c.isDone() {
-			continue
-		}
-		dropped++
-		if c.shutdown(protocol.CloseTooSlow, protocol.CloseTooSlowReason) {
-			slow++
-		}
-	}
-	h.mu.RUnlock()
-	if dropped > 0 {
-		h.m.dropped.Add(float64(dropped))
-		h.m.slowCloses.Add(float64(slow))
+	if h.status.down {
+		c.queue.preload(notReadyFrame, time.Now())
 	}
 }
 

@@ -33,6 +33,8 @@ const (
 	EnvAllowedOrigins     = "ALLOWED_ORIGINS"
 	EnvAlertRate          = "ALERT_RATE"
 	EnvAlertBurst         = "ALERT_BURST"
+	EnvSlowClientBytes    = "SLOW_CLIENT_BYTES" // hub.Config.MaxQueueBytes
+	EnvSlowClientAge      = "SLOW_CLIENT_AGE"   // hub.Config.MaxQueueAge, a Go duration
 	EnvLogFormat          = "LOG_FORMAT"
 	EnvHeartbeatInterval  = "HEARTBEAT_INTERVAL" // a Go duration, e.g. 10s
 	EnvOrphanAfter        = "ORPHAN_AFTER"       // a Go duration, e.g. 10m

@@ -172,6 +172,12 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	if cfg.PublishTimeout > 0 {
 		b.publisher.PublishSettings.Timeout = cfg.PublishTimeout
 	}
+	// An alert is one message a person is waiting to see: hold a batch 1 ms,
+	// not the library's 10 ms. Measured with `make load` on the emulator
+	// (docs/performance.md): p50 8–20 ms lower at 20–100 alerts/s, with no
+	// more relay CPU. Smaller batches mean more publish requests, each billed
+	// as at least 1000 bytes, which matters only at rates far above today's.
+	b.publisher.PublishSettings.DelayThreshold = time.Millisecond
 	return b, nil
 }
 

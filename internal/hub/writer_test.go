@@ -1,0 +1,330 @@
+package hub
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/skywatch-dev/skywatch/internal/protocol"
+)
+
+// These tests run the writer over net.Pipe inside a synctest bubble: a
+// pipe has no buffer, so a client that does not read blocks the writer at
+// once, and the fake clock makes deadlines and ages exact. The client side
+// is a raw frame reader written from RFC 6455, independent of the writer's
+// framing code.
+
+// recConn records every write the relay makes, whole, with the write
+// deadline in force when it was made.
+type recConn struct {
+	net.Conn
+	mu       sync.Mutex
+	deadline time.Time
+	writes   []recWrite
+}
+
+type recWrite struct {
+	data     []byte
+	at       time.Time
+	deadline time.Time
+}
+
+func (r *recConn) SetWriteDeadline(t time.Time) error {
+	r.mu.Lock()
+	r.deadline = t
+	r.mu.Unlock()
+	return r.Conn.SetWriteDeadline(t)
+}
+
+func (r *recConn) SetDeadline(t time.Time) error {
+	r.mu.Lock()
+	r.deadline = t
+	r.mu.Unlock()
+	return r.Conn.SetDeadline(t)
+}
+
+func (r *recConn) Write(b []byte) (int, error) {
+	r.mu.Lock()
+	r.writes = append(r.writes, recWrite{data: bytes.Clone(b), at: time.Now(), deadline: r.deadline})
+	r.mu.Unlock()
+	return r.Conn.Write(b)
+}
+
+func (r *recConn) recorded() []recWrite {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]recWrite(nil), r.writes...)
+}
+
+// wsFrame is one frame as a client sees it.
+type wsFrame struct {
+	fin     bool
+	op      byte
+	payload []byte
+}
+
+// readWSFrame reads one unmasked server frame.
+func readWSFrame(r io.Reader) (wsFrame, error) {
+	var hdr [2]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return wsFrame{}, err
+	}
+	f := wsFrame{fin: hdr[0]&0x80 != 0, op: hdr[0] & 0x0f}
+	if hdr[0]&0x70 != 0 {
+		return f, errors.New("reserved bits set")
+	}
+	if hdr[1]&0x80 != 0 {
+		return f, errors.New("server frame is masked")
+	}
+	n := uint64(hdr[1] & 0x7f)
+	switch n {
+	case 126:
+		var ext [2]byte
+		if _, err := io.ReadFull(r, ext[:]); err != nil {
+			return f, err
+		}
+		n = uint64(binary.BigEndian.Uint16(ext[:]))
+	case 127:
+		var ext [8]byte
+		if _, err := io.ReadFull(r, ext[:]); err != nil {
+			return f, err
+		}
+		n = binary.BigEndian.Uint64(ext[:])
+	}
+	f.payload = make([]byte, n)
+	_, err := io.ReadFull(r, f.payload)
+	return f, err
+}
+
+// clientPing writes a masked ping frame, as a client must.
+func clientPing(w io.Writer, data string) error {
+	key := [4]byte{1, 2, 3, 4}
+	b := []byte{0x89, 0x80 | byte(len(data))}
+	b = append(b, key[:]...)
+	for i := range len(data) {
+		b = append(b, data[i]^key[i%4])
+	}
+	_, err := w.Write(b)
+	return err
+}
+
+// pipeClient connects a client to h over net.Pipe; it returns the client's
+// end (its response line already read) and the relay's end, recorded.
+func pipeConn(t *testing.T, h *Hub) (*bufio.Reader, net.Conn, *recConn) {
+	t.Helper()
+	srv, cli := net.Pipe()
+	rec := &recConn{Conn: srv}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		upgradeOverPipe(t, h, rec)
+	}()
+	br := bufio.NewReader(cli)
+	for { // the 101 response ends with an empty line
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("handshake: %v", err)
+		}
+		if line == "\r\n" {
+			break
+		}
+	}
+	<-done
+	return br, cli, rec
+}
+
+// pipeHub is a hub for writer tests; it is closed when the test ends.
+func pipeHub(t *testing.T, cfg Config) *Hub {
+	cfg.PongWait = max(cfg.PongWait, time.Hour) // pings only where a test asks
+	h := New(cfg, &loopback{})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = h.Close(ctx)
+	})
+	return h
+}
+
+// checkWholeFrames fails unless every recorded write is a sequence of
+// whole frames: then no other write can have landed inside a frame.
+func checkWholeFrames(t *testing.T, writes []recWrite) {
+	t.Helper()
+	for i, w := range writes {
+		r := bytes.NewReader(w.data)
+		for r.Len() > 0 {
+			if _, err := readWSFrame(r); err != nil {
+				t.Fatalf("write %d (%d bytes) does not end on a frame boundary: %v", i, len(w.data), err)
+			}
+		}
+	}
+}
+
+// TestWriterCoalescesInOrder queues alerts (and a pong) while the writer is
+// blocked, then lets the client read: they arrive intact and in order, in
+// one write.
+func TestWriterCoalescesInOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := pipeHub(t, Config{})
+		br, cli, rec := pipeConn(t, h)
+		defer cli.Close()
+		synctest.Wait() // the writer is blocked writing the hello
+
+		const n = 100
+		for i := range n / 2 {
+			h.Deliver(alertJSON(t, testID(i), fmt.Sprint("alert ", i)))
+		}
+		// A ping from the client: its pong is queued between the alerts.
+		if err := clientPing(cli, "p1"); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		for i := n / 2; i < n; i++ {
+			h.Deliver(alertJSON(t, testID(i), fmt.Sprint("alert ", i)))
+		}
+		synctest.Wait()
+		if got := len(rec.recorded()); got != 2 {
+			t.Fatalf("%d writes before the client read anything, want 2 (handshake, hello)", got)
+		}
+
+		want := 0
+		for want < n {
+			f, err := readWSFrame(br)
+			if err != nil {
+				t.Fatalf("after %d alerts: %v", want, err)
+			}
+			if !f.fin {
+				t.Fatalf("fragmented frame %+v", f)
+			}
+			switch f.op {
+			case opText:
+				var a struct{ Type, ID, Text string }
+				if err := json.Unmarshal(f.payload, &a); err != nil {
+					t.Fatalf("frame is not JSON: %q", f.payload)
+				}
+				if a.Type == protocol.TypeHello {
+					continue
+				}
+				if a.ID != testID(want) || a.Text != fmt.Sprint("alert ", want) {
+					t.Fatalf("alert %d: got %+v", want, a)
+				}
+				want++
+			case opPong:
+				if string(f.payload) != "p1" || want != n/2 {
+					t.Fatalf("pong %q after %d alerts, want p1 after %d", f.payload, want, n/2)
+				}
+			default:
+				t.Fatalf("unexpected frame %+v", f)
+			}
+		}
+		writes := rec.recorded()[1:] // after the handshake
+		checkWholeFrames(t, writes)
+		// The hello alone, then everything queued behind it in one write.
+		if len(writes) != 2 {
+			t.Errorf("%d writes for the hello, %d alerts and a pong, want 2", len(writes), n)
+		}
+	})
+}
+
+// TestWriterPingsBetweenBatches has the server ping while alerts flow and
+// the client ping back: every write is whole frames, so no control frame
+// sits inside a data frame.
+func TestWriterPingsBetweenBatches(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := pipeHub(t, Config{})
+		h.pingPeriod = 50 * time.Millisecond
+		br, cli, rec := pipeConn(t, h)
+		defer cli.Close()
+		pings := 0
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer cli.Close() // before the wait: the sender may be blocked on a ping
+		wg.Go(func() {
+			for i := range 200 {
+				if i%20 == 0 {
+					_ = clientPing(cli, fmt.Sprint(i))
+				}
+				h.Deliver(alertJSON(t, testID(i), "flowing"))
+				time.Sleep(7 * time.Millisecond)
+			}
+		})
+		got := 0
+		for got < 200 {
+			f, err := readWSFrame(br)
+			if err != nil {
+				t.Fatalf("after %d alerts: %v", got, err)
+			}
+			switch f.op {
+			case opText:
+				if bytes.Contains(f.payload, []byte(testID(got))) {
+					got++
+				}
+			case 0x9:
+				pings++
+			}
+		}
+		if pings == 0 {
+			t.Fatal("the server never pinged")
+		}
+		checkWholeFrames(t, rec.recorded()[1:])
+	})
+}
+
+// TestWriterDeadlines checks that every write has a deadline in the future
+// when it starts, and that a client that reads nothing is cut off when it
+// passes.
+func TestWriterDeadlines(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const wait = 3 * time.Second
+		h := pipeHub(t, Config{WriteWait: wait})
+		// A reading client first, to see the deadlines of normal writes.
+		br, cli, rec := pipeConn(t, h)
+		defer cli.Close()
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for range 6 { // hello and 5 alerts
+				if _, err := readWSFrame(br); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+		for i := range 5 {
+			h.Deliver(alertJSON(t, testID(i), "x"))
+			time.Sleep(time.Second)
+		}
+		wg.Wait()
+		writes := rec.recorded()
+		if len(writes) == 0 {
+			t.Fatal("no writes")
+		}
+		for i, w := range writes[1:] { // [0] is the handshake, before deadlines
+			if got := w.deadline.Sub(w.at); got != wait {
+				t.Errorf("write %d: deadline %v after its start, want %v", i, got, wait)
+			}
+		}
+
+		// A client that reads nothing: its hello write blocks and fails at
+		// the deadline; the relay closes the connection.
+		_, mute, _ := pipeConn(t, h)
+		defer mute.Close()
+		synctest.Wait()
+		if h.Clients() != 2 {
+			t.Fatalf("clients = %d, want 2", h.Clients())
+		}
+		time.Sleep(wait + time.Millisecond)
+		synctest.Wait()
+		if h.Clients() != 1 {
+			t.Fatalf("clients = %d after the write deadline, want 1", h.Clients())
+		}
+	})
+}

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/skywatch-dev/skywatch/internal/names"
+)
+
+// target is what the clients connect to: URLs, the protocol spoken there,
+// and the processes behind them when this tool started them.
+type target struct {
+	urls  []string
+	proto proto
+	procs []*process // one per URL when started here; nil for -url
+	// broker is what carries alerts between the relays (the emulator,
+	// Redis), when started here: its CPU is reported apart. It is stopped
+	// with the target unless shared (the emulator).
+	broker []*process
+	shared bool
+}
+
+func (t *target) stop() {
+	for _, p := range t.procs {
+		p.stop()
+	}
+	if !t.shared {
+		for _, p := range t.broker {
+			p.stop()
+		}
+	}
+}
+
+// process is a child this tool started, in a process group of its own, so
+// that stopping it ends it and anything it started, and nothing else.
+type process struct {
+	name   string
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+func startProcess(name string, logDir string, cmd *exec.Cmd) (*process, error) {
+	logf, err := os.Create(filepath.Join(logDir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Pdeathsig: if this tool dies, the kernel ends the child too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &process{name: name, cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// stop sends SIGTERM to the process group, then SIGKILL after 10 s.
+func (p *process) stop() {
+	pgid := p.cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	<-p.exited
+}
+
+// usage reads the CPU time (user + system) and resident memory of the
+// process from /proc.
+func (p *process) usage() (cpu time.Duration, rssKiB int64, err error) {
+	pid := p.cmd.Process.Pid
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	// Fields after the command name, which is in parentheses and may hold
+	// spaces: state is field 3, utime 14 and stime 15.
+	rest := stat[bytes.LastIndexByte(stat, ')')+2:]
+	f := strings.Fields(string(rest))
+	if len(f) < 13 {
+		return 0, 0, errors.New("short /proc stat")
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	const clkTck = 100 // USER_HZ on Linux
+	cpu = time.Duration(ut+st) * time.Second / clkTck
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			rssKiB, _ = strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+		}
+	}
+	return cpu, rssKiB, nil
+}
+
+// usageOf sums usage over processes.
+func usageOf(ps []*process) (cpu time.Duration, rssKiB int64) {
+	for _, p := range ps {
+		c, r, err := p.usage()
+		if err == nil {
+			cpu += c
+			rssKiB += r
+		}
+	}
+	return cpu, rssKiB
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// waitHTTP polls url until it answers 200, p exits, or a minute passes.
+func waitHTTP(ctx context.Context, url string, p *process) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	client := &http.Client{Timeout: 2 * time.Second}
+	defer client.CloseIdleConnections()
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("%s exited before %s answered (see its log)", p.name, url)
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w", url, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func buildRelay(ctx context.Context, out string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./app")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("build relay (run from the repository root): %w", err)
+	}
+	return nil
+}
+
+// emulator is Google's Pub/Sub emulator, started from its launcher script.
+type emulator struct {
+	host string
+	p    *process
+}
+
+func startEmulator(ctx context.Context, logDir string) (*emulator, error) {
+	launcher, err := findEmulator()
+	if err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	// The launcher, not "gcloud beta emulators pubsub start", which leaves
+	// its java child behind when stopped.
+	p, err := startProcess("emulator", logDir, exec.Command(launcher, "--host=127.0.0.1", "--port="+strconv.Itoa(port)))
+	if err != nil {
+		return nil, err
+	}
+	e := &emulator{host: "127.0.0.1:" + strconv.Itoa(port), p: p}
+	if err := waitHTTP(ctx, "http://"+e.host+"/", p); err != nil {
+		p.stop()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *emulator) stop() { e.p.stop() }
+
+// findEmulator finds cloud-pubsub-emulator on PATH, in the SDK of the
+// gcloud on PATH, or where Debian's package puts it.
+func findEmulator() (string, error) {
+	const rel = "platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+	var candidates []string
+	if p, err := exec.LookPath("cloud-pubsub-emulator"); err == nil {
+		candidates = append(candidates, p)
+	}
+	if p, err := exec.LookPath("gcloud"); err == nil {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			candidates = append(candidates, filepath.Join(filepath.Dir(filepath.Dir(real)), rel))
+		}
+	}
+	candidates = append(candidates, "/usr/lib/google-cloud-sdk/"+rel)
+	for _, c := range candidates {
+		if fi, err := os.Stat(c); err == nil && !fi.IsDir() {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("cloud-pubsub-emulator not found (looked in %s); install google-cloud-cli-pubsub-emulator, or use -url", strings.Join(candidates, ", "))
+}
+
+// startRelays starts n relays from bin on the emulator, each with its own
+// alloc id (prefix-i), and waits until each is ready.
+func startRelays(ctx context.Context, bin string, n int, emu *emulator, prefix, logDir string) (*target, error) {
+	t := &target{proto: skywatchProto{}, broker: []*process{emu.p}, shared: true}
+	emuHost := emu.host
+	for i := range n {
+		port, err := freePort()
+		if err != nil {
+			t.stop()
+			return nil, err
+		}
+		cmd := exec.Command(bin)
+		cmd.Env = append(os.Environ(),
+			names.EnvPort+"="+strconv.Itoa(port),
+			names.EnvAllocID+"="+fmt.Sprintf("%s-%d", prefix, i),
+			names.EnvRegion+"=load",
+			names.EnvEmulatorHost+"="+emuHost,
+			names.EnvLogFormat+"=json",
+		)
+		p, err := startProcess(fmt.Sprintf("%s-relay-%d", prefix, i), logDir, cmd)
+		if err != nil {
+			t.stop()
+			return nil, err
+		}
+		t.procs = append(t.procs, p)
+		base := "127.0.0.1:" + strconv.Itoa(port)
+		if err := waitHTTP(ctx, "http://"+base+"/readyz", p); err != nil {
+			t.stop()
+			return nil, err
+		}
+		t.urls = append(t.urls, "ws://"+base+"/ws")
+	}
+	return t, nil
+}
