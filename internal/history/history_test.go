@@ -12,7 +12,6 @@ import (
 // The tests run on synctest's fake clock: ages and coverage are exact, and
 // "now" moves only when a test sleeps.
 
-
 func TestCountBound(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := New[string](Config{Size: 3})
