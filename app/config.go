@@ -34,6 +34,10 @@ type config struct {
 	// client alike (which needs it up front).
 	PublishTimeout time.Duration
 	LogFormat      string
+	// History bounds and resume margin (zero: the hub's defaults).
+	HistorySize  int
+	HistoryAge   time.Duration
+	ResumeMargin time.Duration
 
 	allocGenerated bool
 }
@@ -95,6 +99,15 @@ func loadConfig(getenv func(string) string) (config, error) {
 		}
 		c.RateBurst = n
 	}
+	if v := getenv(names.EnvHistorySize); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			errs = append(errs, fmt.Errorf("%s %q: want an integer >= 1", names.EnvHistorySize, v))
+		}
+		c.HistorySize = n
+	}
+	c.HistoryAge = duration(getenv, names.EnvHistoryAge, &errs)
+	c.ResumeMargin = duration(getenv, names.EnvResumeMargin, &errs)
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("%s %q: want text or json", names.EnvLogFormat, c.LogFormat))
 	}
@@ -135,6 +148,19 @@ func decodeKey(s string) ([]byte, error) {
 		return nil, errors.New("not a JSON key")
 	}
 	return b, nil
+}
+
+// duration reads a positive Go duration ("10m", "5s"); unset is zero.
+func duration(getenv func(string) string, name string, errs *[]error) time.Duration {
+	v := getenv(name)
+	if v == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		*errs = append(*errs, fmt.Errorf("%s %q: want a duration > 0 such as 10m or 5s", name, v))
+	}
+	return d
 }
 
 func or(v, def string) string {

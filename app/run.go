@@ -138,12 +138,16 @@ func newRelay(cfg config, id relayID, b broker.Broker, log *slog.Logger) *server
 		RateLimit:      cfg.RateLimit,
 		RateBurst:      cfg.RateBurst,
 		PublishTimeout: cfg.PublishTimeout,
+		HistorySize:    cfg.HistorySize,
+		HistoryAge:     cfg.HistoryAge,
+		ResumeMargin:   cfg.ResumeMargin,
 		Logger:         log,
 		Registerer:     reg,
 	}, b)
 	f := feed.New(b, feed.Config{
-		Name:   names.Subscription(cfg.SubPrefix, id.VM),
-		Logger: log,
+		Name:        names.Subscription(cfg.SubPrefix, id.VM),
+		Logger:      log,
+		OnReceiving: h.CoverageStarts,
 	}, h.Deliver)
 	return server.New(server.Config{Hub: h, Feed: f, Metrics: reg, Logger: log})
 }

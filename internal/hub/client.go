@@ -23,11 +23,14 @@ type client struct {
 	conn   *websocket.Conn
 	remote string
 
-	// send carries broadcasts (and the hello); replies carries this
+	// send carries broadcasts; replies carries this
 	// client's acks and errors. Neither is ever closed: senders stop when
 	// done is closed.
 	send    chan *websocket.PreparedMessage
 	replies chan []byte
+	// preface is written before anything else: hello, and a resume's
+	// replay and resumed frame. Set before the client is registered.
+	preface []*websocket.PreparedMessage
 
 	limiter  *rate.Limiter
 	inflight atomic.Int32 // publishes not yet answered
@@ -214,6 +217,7 @@ func (c *client) writePump() {
 	cfg := &c.hub.cfg
 	ping := time.NewTicker(c.hub.pingPeriod)
 	defer ping.Stop()
+	c.writePreface()
 	for {
 		// Shutting down wins over queued frames: a client closed as too
 		// slow gets its close frame next, not after its backlog.

@@ -72,6 +72,15 @@ type Config struct {
 	// broker's redeliveries. Default 10000 (about 1 MB).
 	DedupSize int
 
+	// HistorySize and HistoryAge bound the history of alerts kept for
+	// clients that resume (/ws?since=); alerts that reach the relay more
+	// than HistoryAge after they were sent are dropped, not broadcast.
+	// ResumeMargin is subtracted from a resuming client's since. Defaults
+	// 1000, 10m and 5s (resume.go).
+	HistorySize  int
+	HistoryAge   time.Duration
+	ResumeMargin time.Duration
+
 	// Logger receives one line per event. Default: discard.
 	Logger *slog.Logger
 
@@ -144,6 +153,7 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	c.setResumeDefaults()
 }
 
 // Hub is the fan-out of one VM. It is an http.Handler for the WebSocket
@@ -157,6 +167,7 @@ type Hub struct {
 	hello      *websocket.PreparedMessage
 	pingPeriod time.Duration
 	dedup      *dedup
+	rs         resumeState // the history for resuming clients (resume.go)
 
 	// ctx bounds publishes; it is cancelled when Close returns.
 	ctx    context.Context
@@ -219,6 +230,7 @@ func New(cfg Config, pub Publisher) *Hub {
 		hello.Limits.Rate = &lim
 	}
 	h.hello = prepare(hello)
+	h.initResume()
 	return h
 }
 
@@ -274,10 +286,10 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	c := newClient(h, conn, req.RemoteAddr)
-	// Queued before the client is visible to Deliver, so hello is always
-	// the first frame; the queue is empty, so this never blocks.
-	c.send <- h.hello
-	if !h.register(c) {
+	// Hello (and, for a resume, the replay and the resumed frame) is
+	// queued before the client is visible to Deliver, and written before
+	// anything else (resume.go).
+	if !h.registerFrom(c, req) {
 		// Close began between the check above and now.
 		h.m.rejected.Inc()
 		_ = conn.WriteControl(websocket.CloseMessage,
@@ -348,14 +360,19 @@ func (h *Hub) Deliver(data []byte) {
 		h.log.Warn("alert dropped", "reason", "malformed", "err", err)
 		return
 	}
+	sentAt, _ := time.Parse(time.RFC3339, a.SentAt) // DecodeAlert checked it
+	if h.late(a, sentAt) {
+		return
+	}
 	if !h.dedup.add(key) {
 		h.m.duplicates.Inc()
 		h.log.Debug("alert dropped", "reason", "duplicate", "id", a.ID)
 		return
 	}
 	// Re-encoded from the validated struct so every client gets exactly the
-	// v1 frame, whatever else the message carried.
-	h.broadcast(prepare(a))
+	// v1 frame, whatever else the message carried. Kept in the history for
+	// resuming clients.
+	h.record(sentAt, prepare(a))
 }
 
 // broadcast offers pm to every client's queue without blocking.

@@ -34,6 +34,11 @@ const (
 	EnvAlertRate          = "ALERT_RATE"
 	EnvAlertBurst         = "ALERT_BURST"
 	EnvLogFormat          = "LOG_FORMAT"
+	// Resuming clients (docs/protocol.md): the history's bounds and the
+	// margin subtracted from a client's since.
+	EnvHistorySize  = "HISTORY_SIZE"
+	EnvHistoryAge   = "HISTORY_AGE"
+	EnvResumeMargin = "RESUME_MARGIN"
 )
 
 // Pub/Sub's rules for topic and subscription IDs: a letter first, then
