@@ -12,6 +12,7 @@
   const $ = (id) => document.getElementById(id);
   const statusEl = $("status"), vmEl = $("vm"), form = $("form"), input = $("text"),
     send = $("send"), notice = $("notice"), list = $("alerts");
+  const R = window.SkywatchResume, gap = $("gap"); // [resume] resume.js: since, repeats, gaps
 
   const own = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
   const fallbacks = (new URLSearchParams(location.search).get("relays") || "")
@@ -20,6 +21,7 @@
 
   const seen = new Set();   // alert ids shown, so a reconnect never shows one twice
   let ws = null, idx = 0, failures = 0;
+  let retryTimer = 0; // [resume] so a tab made visible can reconnect at once
 
   function setStatus(state, text) {
     statusEl.dataset.state = state;
@@ -32,7 +34,7 @@
     setStatus("connecting", "Connecting to " + url + "…");
     let sock;
     try {
-      sock = new WebSocket(url);
+      sock = new WebSocket(R.withSince(url)); // [resume] catch up from the newest alert shown
     } catch (e) {
       retry("cannot open " + url);
       return;
@@ -62,7 +64,7 @@
     const wait = over < 0 ? 0 : Math.min(MAX_BACKOFF, MIN_BACKOFF * 2 ** over) * (0.5 + Math.random() / 2);
     setStatus("closed", "Disconnected: " + why + ". Reconnecting" +
       (wait ? " in " + (wait / 1000).toFixed(1) + " s" : "") + "…");
-    setTimeout(connect, wait);
+    retryTimer = setTimeout(connect, wait); // [resume]
   }
 
   function handle(msg) {
@@ -77,6 +79,11 @@
       case "alert":
         show(msg);
         break;
+      case "resumed": { // [resume] the replay is over; say so if something may be missing
+        const text = R.onResumed(msg);
+        if (text) { gap.textContent = text; gap.hidden = false; }
+        break;
+      }
       case "ack":
         notice.textContent = "";
         break;
@@ -86,8 +93,9 @@
     }
   }
 
-  function show(a) {
+  function show(a, restored) {
     if (!a.id || seen.has(a.id)) return;
+    if (!restored && !R.accept(a)) return; // [resume] a repeat from a replay
     seen.add(a.id);
     const li = document.createElement("li");
     li.dataset.id = a.id;
@@ -101,7 +109,7 @@
     meta.textContent = "from VM " + origin.vm + " (" + origin.region + ") at " +
       (isNaN(at) ? a.sent_at : at.toLocaleTimeString());
     li.append(text, meta);
-    list.prepend(li);
+    R.place(list, li, a); // [resume] in time order: a replay may bring older ones
     while (list.children.length > MAX_SHOWN) list.lastElementChild.remove();
   }
 
@@ -114,5 +122,14 @@
     input.value = "";
   });
 
+  // [resume] show what was shown before a reload; reconnect at once when a
+  // hidden tab comes back.
+  R.restore().forEach((a) => show(a, true));
+  R.onVisible(() => {
+    if (ws) return;
+    clearTimeout(retryTimer);
+    failures = 0;
+    connect();
+  });
   connect();
 })();
