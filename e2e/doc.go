@@ -28,7 +28,13 @@
 //     crashes nothing, and the VMs recover alone when the broker returns;
 //   - bad input gets the documented error or close code and harms no one else;
 //   - in the browser, the red button on one VM's page shows the alert on
-//     another VM's page, and the page follows its VM going away.
+//     another VM's page, and the page follows its VM going away;
+//   - resuming: through a rolling restart under load (every VM restarted in
+//     turn with SIGINT and the same alloc id) clients that reconnect with
+//     since end with every acknowledged alert, and every resume is
+//     recovered; a since from before a fresh VM's coverage is not; the page
+//     shows the alerts sent while it was away, once (resume_test.go,
+//     resume_browser_test.go).
 //
 // How to run it (from the repository root):
 //

@@ -15,5 +15,9 @@
 // without blocking; a client whose queue is full is closed as too slow
 // rather than stalling the others.
 //
+// Every alert broadcast is also kept in a bounded history (internal/history),
+// so a client that reconnects with /ws?since= gets what it missed before the
+// live stream, on whichever VM it lands (resume.go).
+//
 // The wire protocol is documented in docs/protocol.md.
 package hub
