@@ -37,8 +37,14 @@ type pageClient struct {
 	mu      sync.Mutex
 	held    map[string]int // id -> times received on one connection (must stay 1)
 	newest  string
-	resumes []frame // the resumed frames, decoded loosely
+	resumes []resumed
 	dups    []string
+}
+
+// resumed is a resumed frame.
+type resumed struct {
+	Recovered bool `json:"recovered"`
+	Replayed  int  `json:"replayed"`
 }
 
 // session reads one connection until it ends: hello, then (with since) the
@@ -56,11 +62,6 @@ func (p *pageClient) session(conn *websocket.Conn) error {
 		if err := json.Unmarshal(data, &f); err != nil {
 			return err
 		}
-		var extra struct {
-			Recovered bool `json:"recovered"`
-			Replayed  int  `json:"replayed"`
-		}
-		_ = json.Unmarshal(data, &extra)
 		p.mu.Lock()
 		switch f.Type {
 		case "alert":
@@ -68,14 +69,19 @@ func (p *pageClient) session(conn *websocket.Conn) error {
 				p.dups = append(p.dups, f.ID)
 			}
 			onConn[f.ID] = true
-			p.held[f.ID]++ // counted once per connection that carried it
-			if f.SentAt > p.newest { // fixed-width UTC: text order is time order
+			// Counted once per connection that carried it.
+			p.held[f.ID]++
+			// Fixed-width UTC: text order is time order.
+			if f.SentAt > p.newest {
 				p.newest = f.SentAt
 			}
 		case "resumed":
-			f.Message = fmt.Sprintf("recovered=%v replayed=%d", extra.Recovered, extra.Replayed)
-			f.Code = fmt.Sprint(extra.Recovered)
-			p.resumes = append(p.resumes, f)
+			var r resumed
+			if err := json.Unmarshal(data, &r); err != nil {
+				p.mu.Unlock()
+				return err
+			}
+			p.resumes = append(p.resumes, r)
 		}
 		p.mu.Unlock()
 	}
@@ -222,13 +228,13 @@ func TestResumeOnAnotherVM(t *testing.T) {
 	if len(p.dups) > 0 {
 		t.Errorf("alerts twice on one connection: %v", p.dups)
 	}
-	if len(p.resumes) != 1 || p.resumes[0].Code != "true" {
+	if len(p.resumes) != 1 || !p.resumes[0].Recovered {
 		t.Errorf("resumed frames %+v, want one, recovered", p.resumes)
 	}
 	repeats := 0
 	for _, n := range p.held {
 		repeats += n - 1
 	}
-	t.Logf("%d alerts acknowledged (%d before vm1 stopped, %d while away); resume since %s: %s; %d repeats dropped by id",
-		len(all), atStop, atResume-atStop, since, p.resumes[0].Message, repeats)
+	t.Logf("%d alerts acknowledged (%d before vm1 stopped, %d while away); resume since %s: %+v; %d repeats dropped by id",
+		len(all), atStop, atResume-atStop, since, p.resumes[0], repeats)
 }

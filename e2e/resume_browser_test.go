@@ -73,14 +73,13 @@ func TestBrowserResume(t *testing.T) {
 		const ids = [...document.querySelectorAll('#alerts li')].map(li => li.dataset.id);
 		return want.every(id => ids.includes(id)) ? ids : null;
 	})()`, jsStrings(want))
-	ids, err := poll[[]string](p, arrival, expr)
-	if err != nil {
+	if _, err := poll[[]string](p, arrival, expr); err != nil {
 		t.Fatalf("%s: want every alert %v listed: %v; the page shows %s", p.name, want, err, p.state())
 	}
 	// A settle, in which a repeat (the replay reaches back before the
 	// since) would be added.
 	time.Sleep(settle)
-	ids, err = poll[[]string](p, 10*time.Second, `[...document.querySelectorAll('#alerts li')].map(li => li.dataset.id)`)
+	ids, err := poll[[]string](p, 10*time.Second, `[...document.querySelectorAll('#alerts li')].map(li => li.dataset.id)`)
 	if err != nil {
 		t.Fatal(err)
 	}
