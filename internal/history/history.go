@@ -126,7 +126,14 @@ func (h *History[T]) Since(t time.Time) ([]T, Vouch) {
 	tn := t.UnixNano()
 	h.mu.Lock()
 	h.expire(now)
-	es := make([]entry[T], 0, h.n)
+	// Two passes, so a short replay costs a short slice.
+	n := 0
+	for i := range h.n {
+		if h.ring[(h.head+i)%len(h.ring)].sentAt >= tn {
+			n++
+		}
+	}
+	es := make([]entry[T], 0, n)
 	for i := range h.n {
 		if e := h.ring[(h.head+i)%len(h.ring)]; e.sentAt >= tn {
 			es = append(es, e)

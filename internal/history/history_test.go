@@ -171,17 +171,30 @@ func TestConcurrent(t *testing.T) {
 	}
 }
 
-// BenchmarkSince is the cost of one resume against a full default history.
+// BenchmarkSince is the cost of one resume against a full default history
+// (one alert every 50 ms, 20 alerts/s): replaying all of it, and the usual
+// case of a client away for a moment (the last 100, the 5 s margin's worth).
 func BenchmarkSince(b *testing.B) {
 	h := New[*int](Config{})
 	h.Cover()
 	now := time.Now()
+	const every = 50 * time.Millisecond
 	for i := range DefaultSize {
 		v := i
-		h.Add(now.Add(time.Duration(i)*time.Millisecond), &v)
+		h.Add(now.Add(time.Duration(i)*every), &v)
 	}
-	b.ReportAllocs()
-	for b.Loop() {
-		_, _ = h.Since(now)
+	for _, tc := range []struct {
+		name string
+		n    int
+	}{{"all-1000", DefaultSize}, {"last-100", 100}} {
+		b.Run(tc.name, func(b *testing.B) {
+			since := now.Add(time.Duration(DefaultSize-tc.n) * every)
+			b.ReportAllocs()
+			for b.Loop() {
+				if got, _ := h.Since(since); len(got) != tc.n {
+					b.Fatalf("%d replayed, want %d", len(got), tc.n)
+				}
+			}
+		})
 	}
 }
