@@ -68,6 +68,11 @@ type config struct {
 	WorkloadAudience    string
 	ServiceAccountEmail string
 
+	// History bounds and resume margin (zero: the hub's defaults).
+	HistorySize  int
+	HistoryAge   time.Duration
+	ResumeMargin time.Duration
+
 	allocGenerated bool
 }
 
@@ -175,6 +180,15 @@ func loadConfig(getenv func(string) string) (config, error) {
 		c.SlowBytes = n
 	}
 	c.SlowAge = duration(getenv, names.EnvSlowClientAge, &errs)
+	if v := getenv(names.EnvHistorySize); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			errs = append(errs, fmt.Errorf("%s %q: want an integer >= 1", names.EnvHistorySize, v))
+		}
+		c.HistorySize = n
+	}
+	c.HistoryAge = duration(getenv, names.EnvHistoryAge, &errs)
+	c.ResumeMargin = duration(getenv, names.EnvResumeMargin, &errs)
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("%s %q: want text or json", names.EnvLogFormat, c.LogFormat))
 	}

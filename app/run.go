@@ -184,6 +184,9 @@ func newRelay(ctx context.Context, cfg config, id relayID, b broker.Broker, log 
 		MaxQueueBytes:  cfg.SlowBytes,
 		MaxQueueAge:    cfg.SlowAge,
 		PublishTimeout: cfg.PublishTimeout,
+		HistorySize:    cfg.HistorySize,
+		HistoryAge:     cfg.HistoryAge,
+		ResumeMargin:   cfg.ResumeMargin,
 		Logger:         log,
 		Registerer:     reg,
 		Publish: hub.Policy{
@@ -197,8 +200,9 @@ func newRelay(ctx context.Context, cfg config, id relayID, b broker.Broker, log 
 	sub := names.Subscription(cfg.SubPrefix, id.VM)
 	fl := newFleet(cfg, id, sub, h, b, log, reg)
 	f := feed.New(b, feed.Config{
-		Name:   sub,
-		Logger: log,
+		Name:        sub,
+		Logger:      log,
+		OnReceiving: h.CoverageStarts,
 	}, fl.Route(h.Deliver))
 	// API alerts go through the same broker as the browsers': every relay
 	// receives them from its subscription like any other.

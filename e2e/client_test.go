@@ -19,7 +19,7 @@ import (
 // ends.
 func dial(t *testing.T, v *vm, name string) *testkit.Client {
 	t.Helper()
-	c, err := tryDial(v, name)
+	c, err := tryDial(v, name, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,9 +27,10 @@ func dial(t *testing.T, v *vm, name string) *testkit.Client {
 	return c
 }
 
-// tryDial is dial without a test: it returns the error.
-func tryDial(v *vm, name string) (*testkit.Client, error) {
-	c, err := testkit.Dial(v.WS(""), http.Header{"Origin": {v.Origin()}}, name+" on "+v.name)
+// tryDial is dial without a test, with a query for /ws (e.g. since=…): it
+// returns the error.
+func tryDial(v *vm, name, query string) (*testkit.Client, error) {
+	c, err := testkit.Dial(v.WS(query), http.Header{"Origin": {v.Origin()}}, name+" on "+v.name)
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +86,7 @@ func (f *follower) loop() {
 		default:
 		}
 		v := f.vms[idx]
-		c, err := tryDial(v, f.name)
+		c, err := tryDial(v, f.name, "")
 		if err != nil {
 			f.note(nil, fmt.Sprintf("dial %s: %v", v.name, err))
 			idx = (idx + 1) % len(f.vms)

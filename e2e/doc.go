@@ -43,6 +43,12 @@
 //     after a 20 s emulator stall every VM notices its own heartbeats
 //     missing, recreates its subscription and delivers everything again;
 //     the page shows the fleet's total and VMs and follows VMs that stop.
+//   - resuming: through a rolling restart under load (every VM restarted in
+//     turn with SIGINT and the same alloc id) clients that reconnect with
+//     since end with every acknowledged alert, and every resume is
+//     recovered; a since from before a fresh VM's coverage is not; the page
+//     shows the alerts sent while it was away, once (resume_test.go,
+//     resume_browser_test.go).
 //
 // How to run it (from the repository root):
 //

@@ -140,7 +140,7 @@ func rejoin(t *testing.T, c *cluster, adm *admin, v *vm, old []string, crashed b
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
-			cl, err := tryDial(v, "early client")
+			cl, err := tryDial(v, "early client", "")
 			if err == nil {
 				early <- cl
 				return

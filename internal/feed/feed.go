@@ -27,6 +27,10 @@ type Config struct {
 	// Defaults 250ms and 5s.
 	MinBackoff, MaxBackoff time.Duration
 	Logger                 *slog.Logger
+	// OnReceiving, if set, is called when a newly created subscription
+	// (at boot, or recreated after it vanished) starts receiving: alerts
+	// sent from then on all arrive. The hub's history starts its coverage.
+	OnReceiving func()
 }
 
 // Feed supervises one subscription. Create it with New, start Run once.
@@ -39,6 +43,9 @@ type Feed struct {
 	// recreate and stop serve Recreate (fleet: own heartbeats not returning).
 	recreate atomic.Bool
 	stop     atomic.Pointer[context.CancelCauseFunc]
+	// created is set when attach made the subscription and cleared once
+	// OnReceiving was called for it; only Run's goroutine touches it.
+	created bool
 }
 
 // New returns a Feed that delivers every message on the subscription to
@@ -123,6 +130,7 @@ func (f *Feed) attach(ctx context.Context, fresh bool) error {
 		return fmt.Errorf("create subscription: %w", err)
 	}
 	f.log.Info("subscription created")
+	f.created = true
 	return nil
 }
 
@@ -139,6 +147,10 @@ func (f *Feed) receive(ctx context.Context) error {
 
 	f.ready.Store(true)
 	f.log.Info("subscription receiving")
+	if f.created && f.cfg.OnReceiving != nil {
+		f.cfg.OnReceiving()
+	}
+	f.created = false
 	defer f.ready.Store(false)
 
 	tick := time.NewTicker(f.cfg.CheckInterval)

@@ -16,7 +16,11 @@
 // system call. A client with too much left unread (bytes, or the age of its
 // oldest unread frame) is closed as too slow rather than stalling the others.
 //
-// Who may publish and how much (BROWSER_PUBLISH, per-address and per-relay
+// Every alert broadcast is also kept in a bounded history (internal/history),
+// so a client that reconnects with /ws?since= gets what it missed before the
+// live stream, on whichever VM it lands (resume.go).
+//
+// // Who may publish and how much (BROWSER_PUBLISH, per-address and per-relay
 // limits, budgets for bad frames) is in policy.go; frameguard.go bounds the
 // frames a client may send beneath gorilla's reader.
 //

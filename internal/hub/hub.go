@@ -87,6 +87,15 @@ type Config struct {
 	// broker's redeliveries. Default 10000 (about 1 MB).
 	DedupSize int
 
+	// HistorySize and HistoryAge bound the history of alerts kept for
+	// clients that resume (/ws?since=); alerts that reach the relay more
+	// than HistoryAge after they were sent are dropped, not broadcast.
+	// ResumeMargin is subtracted from a resuming client's since. Defaults
+	// 1000, 10m and 5s (resume.go).
+	HistorySize  int
+	HistoryAge   time.Duration
+	ResumeMargin time.Duration
+
 	// Logger receives one line per event. Default: discard.
 	Logger *slog.Logger
 
@@ -168,6 +177,7 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	c.setResumeDefaults()
 }
 
 // Hub is the fan-out of one VM. It is an http.Handler for the WebSocket
@@ -182,6 +192,7 @@ type Hub struct {
 	pingPeriod time.Duration
 	dedup      *dedup
 	pol        *policy
+	rs         resumeState // the history for resuming clients (resume.go)
 
 	// ctx bounds publishes; it is cancelled when Close returns.
 	ctx    context.Context
@@ -249,6 +260,7 @@ func New(cfg Config, pub Publisher) *Hub {
 		hello.Limits.Rate = &lim
 	}
 	h.hello = textFrame(protocol.Encode(hello))
+	h.initResume()
 	return h
 }
 
@@ -306,8 +318,10 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	// Deliver, so it is always the first frame.
 	c := newClient(h, conn, req.RemoteAddr)
 	c.pol = pol
-	h.sendFleet(c)
-	if !h.register(c) {
+	// Hello (and, for a resume, the replay and the resumed frame) is
+	// queued before the client is visible to Deliver, and written before
+	// anything else (resume.go).
+	if !h.registerFrom(c, req) {
 		// Close began between the check above and now.
 		c.ping.Stop()
 		h.m.rejected.Inc()
@@ -344,7 +358,9 @@ func (h *Hub) register(c *client) bool {
 		return false
 	}
 	h.clients[c] = struct{}{}
+	// After hello (and a resume's replay), before the writer starts.
 	h.greetStatus(c)
+	h.sendFleet(c)
 	h.wg.Add(1)
 	h.m.connections.Inc()
 	return true
@@ -383,14 +399,19 @@ func (h *Hub) Deliver(data []byte) {
 		h.log.Warn("alert dropped", "reason", "malformed", "err", err)
 		return
 	}
+	sentAt, _ := time.Parse(time.RFC3339, a.SentAt) // DecodeAlert checked it
+	if h.late(a, sentAt) {
+		return
+	}
 	if !h.dedup.add(key) {
 		h.m.duplicates.Inc()
 		h.log.Debug("alert dropped", "reason", "duplicate", "id", a.ID)
 		return
 	}
 	// Re-encoded from the validated struct so every client gets exactly the
-	// v1 frame, whatever else the message carried.
-	h.broadcast(textFrame(protocol.Encode(a)))
+	// v1 frame, whatever else the message carried. Kept in the history for
+	// resuming clients.
+	h.record(sentAt, textFrame(protocol.Encode(a)))
 }
 
 // broadcast offers the frame f to every client's queue without blocking.

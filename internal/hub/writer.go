@@ -68,6 +68,10 @@ type queue struct {
 	// oldest unread.
 	writing time.Time
 	spare   [][]byte // the previous batch's array, reused
+	// allowance is what preload queued and the writer has not yet written:
+	// the server chose to send it (hello, a resume's replay), so it does
+	// not count against the client when push judges it too slow.
+	allowance int
 	// running is true while a writer goroutine runs, and for good once it
 	// has closed the connection.
 	running bool
@@ -88,7 +92,7 @@ func (q *queue) push(f []byte, now time.Time, maxBytes int, maxAge time.Duration
 	if oldest.IsZero() {
 		oldest = q.since
 	}
-	if q.bytes+len(f) > maxBytes || (!oldest.IsZero() && now.Sub(oldest) > maxAge) {
+	if q.bytes+len(f) > maxBytes+q.allowance || (!oldest.IsZero() && now.Sub(oldest) > maxAge) {
 		return false, false
 	}
 	if len(q.frames) == 0 {
@@ -111,6 +115,7 @@ func (q *queue) preload(f []byte, now time.Time) {
 	}
 	q.frames = append(q.frames, f)
 	q.bytes += len(f)
+	q.allowance += len(f)
 }
 
 // close drops what is queued and refuses what comes: the client is closing.
@@ -164,6 +169,7 @@ func (q *queue) done(batch [][]byte, size int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.bytes -= size
+	q.allowance = max(0, q.allowance-size)
 	q.writing = time.Time{}
 	if cap(batch) <= 256 {
 		q.spare = batch[:0]

@@ -328,3 +328,25 @@ func TestWriterDeadlines(t *testing.T) {
 		}
 	})
 }
+
+// TestPreloadIsNotHeldAgainstTheClient: what the server chose to queue
+// before the writer started (hello, a resume's replay) may exceed the
+// too-slow bound without closing the client; once written, the bound is the
+// client's again.
+func TestPreloadIsNotHeldAgainstTheClient(t *testing.T) {
+	var q queue
+	now := time.Now()
+	const maxBytes = 1024
+	q.preload(make([]byte, 3*maxBytes), now) // a long replay
+	if _, ok := q.push(make([]byte, 100), now, maxBytes, time.Minute); !ok {
+		t.Fatal("a live frame after a replay over the bound was refused: the replay counted against the client")
+	}
+	batch, size := q.take()
+	q.done(batch, size)
+	if _, ok := q.push(make([]byte, maxBytes), now, maxBytes, time.Minute); !ok {
+		t.Fatal("a frame within the bound was refused once the replay was written")
+	}
+	if _, ok := q.push(make([]byte, 1), now, maxBytes, time.Minute); ok {
+		t.Fatal("a frame over the bound was accepted once the replay was written: the allowance outlived it")
+	}
+}

@@ -42,6 +42,12 @@ const (
 	// over to, for several relays on one machine (on Fly leave it unset).
 	EnvFallbackRelays = "FALLBACK_RELAYS"
 
+	// Resuming clients (docs/protocol.md): the history's bounds and the
+	// margin subtracted from a client's since.
+	EnvHistorySize  = "HISTORY_SIZE"
+	EnvHistoryAge   = "HISTORY_AGE"
+	EnvResumeMargin = "RESUME_MARGIN"
+
 	// Who may publish (docs/protocol.md, README "Publishing").
 	EnvBrowserPublish   = "BROWSER_PUBLISH"     // open, off or signed
 	EnvPublishTokens    = "PUBLISH_TOKENS"      // secret: bearer tokens of POST /api/alerts

@@ -24,6 +24,8 @@
   const statusEl = $("status"), vmEl = $("vm"), form = $("form"), input = $("text"),
     send = $("send"), notice = $("notice"), list = $("alerts"), empty = $("empty"),
     notifyBtn = $("notify"), soundBtn = $("sound");
+  // resume.js: since, repeats across reconnects and reloads, gaps.
+  const R = window.SkywatchResume, gap = $("gap");
 
   const own = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
   const candidates = [own];   // own origin, then relays named in hellos
@@ -91,6 +93,7 @@
   // ---- the connection ---------------------------------------------------
 
   let ws = null, idx = 0, failures = 0, openedAt = 0;
+  let retryTimer = 0; // so a tab made visible can reconnect at once
 
   function connect() {
     const url = candidates[idx];
@@ -98,7 +101,7 @@
     render();
     let sock;
     try {
-      sock = new WebSocket(withToken(url));
+      sock = new WebSocket(R.withSince(withToken(url))); // catch up from the newest alert shown
     } catch (e) {
       lost(null, false);
       return;
@@ -161,7 +164,7 @@
     // to a running VM (0.5–2 s, as docs/protocol.md suggests).
     if (code === 1012 && candidates.length === 1) wait = Math.max(wait, 500 + Math.random() * 1500);
     render();
-    setTimeout(connect, wait);
+    retryTimer = setTimeout(connect, wait);
   }
 
   // ---- frames from the relay --------------------------------------------
@@ -181,11 +184,18 @@
     fleet(m) {
       if (window.skywatchFleet) window.skywatchFleet.update(m);
     },
+    // The replay after a reconnect is over: say so if something may be
+    // missing.
+    resumed(m) {
+      const text = R.onResumed(m);
+      if (text) { gap.textContent = text; gap.hidden = false; }
+    },
     status(m) {
       model.ready = m.ready !== false;
       render();
     },
     alert(m) {
+      if (!R.accept(m)) return; // a repeat from a replay
       if (showAlert(m, true)) noticeWhileHidden(m);
     },
     ack(m) {
@@ -362,6 +372,16 @@
     model.pending = { nonce, text };
     say("");
     render();
+  });
+
+  // Show what was shown before a reload; reconnect at once when a hidden
+  // tab comes back (browsers slow down its timers).
+  R.restore().forEach((a) => showAlert(a, false));
+  R.onVisible(() => {
+    if (ws) return;
+    clearTimeout(retryTimer);
+    failures = 0;
+    connect();
   });
 
   renderPrefs();
