@@ -5,13 +5,10 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"cloud.google.com/go/pubsub/v2/pstest"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/skywatch-dev/skywatch/internal/testkit"
 )
@@ -27,19 +24,9 @@ import (
 // (5 s) and the feed's (5 s), with room for a loaded machine.
 const bootWait = 60 * time.Second
 
-// refuser answers a call with PermissionDenied while on.
-type refuser struct{ on atomic.Bool }
-
-func (r *refuser) React(any) (bool, any, error) {
-	if r.on.Load() {
-		return true, nil, status.Error(codes.PermissionDenied, "User not authorized to perform this action.")
-	}
-	return false, nil, nil
-}
-
 func TestBootWhilePermissionDenied(t *testing.T) {
-	deny := &refuser{}
-	deny.on.Store(true)
+	deny := &testkit.Refuser{}
+	deny.On.Store(true)
 	srv := pstest.NewServer(pstest.ServerReactorOption{FuncName: "GetTopic", Reactor: deny})
 	t.Cleanup(func() { srv.Close() })
 	v := startVM(t, emulatorEnv(srv, "boot-denied", "ams"))
@@ -47,7 +34,7 @@ func TestBootWhilePermissionDenied(t *testing.T) {
 	v.logs.WaitFor(t, bootWait, "grants can take minutes to propagate")
 	expectUnready(t, v)
 
-	deny.on.Store(false)
+	deny.On.Store(false)
 	waitReadyWithin(t, v, bootWait)
 	expectAlertCrosses(t, v)
 	if n := strings.Count(v.logs.String(), "grants can take minutes to propagate"); n != 1 {
@@ -88,7 +75,7 @@ func TestBadKeyFailsAtOnce(t *testing.T) {
 		<-done
 	})
 	go func() {
-		done <- run(ctx, []string{"skywatch"}, func(k string) string { return env[k] }, logs)
+		done <- run(ctx, []string{"skywatch"}, func(k string) string { return env[k] }, nil, logs)
 	}()
 	select {
 	case err := <-done:

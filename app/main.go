@@ -17,15 +17,16 @@ import (
 
 // commands are the subcommands beside the relay itself, each in a file of
 // its own. Like run, each gets its arguments with its name first.
-var commands = map[string]func(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error{
+var commands = map[string]func(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout io.Writer) error{
 	"publish": publish,   // publish.go
 	"token":   mintToken, // token.go
 }
 
 func main() {
-	// Fly sends SIGINT (kill_signal) and SIGTERM after kill_timeout; both
-	// start the same ordered shutdown. A second signal kills at once,
-	// because NotifyContext's stop restores the default handling.
+	// Fly sends kill_signal (SIGINT, fly.toml) and SIGKILL after
+	// kill_timeout; SIGINT and SIGTERM (docker stop, a terminal) start the
+	// same ordered shutdown. A second signal kills at once, because
+	// NotifyContext's stop restores the default handling.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-ctx.Done()
@@ -35,7 +36,7 @@ func main() {
 	if len(args) > 1 && commands[args[1]] != nil {
 		cmd, args = commands[args[1]], args[1:]
 	}
-	if err := cmd(ctx, args, os.Getenv, os.Stdout); err != nil {
+	if err := cmd(ctx, args, os.Getenv, os.Stdin, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "skywatch:", err)
 		os.Exit(1)
 	}

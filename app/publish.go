@@ -20,7 +20,7 @@ import (
 // through a deployment's POST /api/alerts. The token comes from
 // SKYWATCH_TOKEN only, never from an argument, which `ps` would show to
 // every user of the machine. It prints the alert's id.
-func publish(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+func publish(ctx context.Context, args []string, getenv func(string) string, _ io.Reader, stdout io.Writer) error {
 	fs := flag.NewFlagSet("skywatch publish", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	base := fs.String("url", or(getenv(names.EnvURL), "http://localhost:8080"), "the relay or deployment (default $"+names.EnvURL+")")

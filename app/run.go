@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +37,7 @@ const shutdownBudget = 8 * time.Second
 // run is the relay's whole life: read configuration, listen, open the
 // broker (in the background), serve until ctx is done, shut down in order.
 // It returns nil after a clean shutdown.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout io.Writer) error {
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	dev := fs.Bool("dev", false, "run three relays on one embedded broker (see -dev-ports); type a VM's number and Enter to stop or restart it")
@@ -56,7 +55,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if *dev {
 		// The terminal is the dev's remote control: stopping one VM is how
 		// failover is tried locally.
-		return runDev(ctx, cfg, log, *devPorts, os.Stdin)
+		return runDev(ctx, cfg, log, *devPorts, stdin)
 	}
 
 	if cfg.allocGenerated {

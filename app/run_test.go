@@ -44,7 +44,7 @@ func startVM(t *testing.T, env map[string]string) *vm {
 	env[names.EnvPort] = "0"
 	ctx, cancel := context.WithCancel(context.Background())
 	v := &vm{id: env[names.EnvAllocID], logs: &testkit.SyncBuffer{}, stop: cancel, done: make(chan error, 1)}
-	go func() { v.done <- run(ctx, []string{"skywatch"}, func(k string) string { return env[k] }, v.logs) }()
+	go func() { v.done <- run(ctx, []string{"skywatch"}, func(k string) string { return env[k] }, nil, v.logs) }()
 	t.Cleanup(func() {
 		v.stop()
 		<-v.done
@@ -362,7 +362,7 @@ func TestDevRunsThreeVMsOnOneBroker(t *testing.T) {
 	logs := &testkit.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"skywatch", "-dev", "-dev-ports", "0,0,0"}, func(string) string { return "" }, logs)
+		done <- run(ctx, []string{"skywatch", "-dev", "-dev-ports", "0,0,0"}, func(string) string { return "" }, strings.NewReader(""), logs)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 

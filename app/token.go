@@ -15,7 +15,7 @@ import (
 // BROWSER_PUBLISH=signed, signed with PUBLISH_SIGNING_KEY from the
 // environment, for development. In production the site's backend mints
 // them (package token documents the format).
-func mintToken(_ context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+func mintToken(_ context.Context, args []string, getenv func(string) string, _ io.Reader, stdout io.Writer) error {
 	fs := flag.NewFlagSet("skywatch token", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	ttl := fs.Duration("ttl", 10*time.Minute, "how long the token lets a page connect with publishing rights")

@@ -11,9 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -22,6 +20,8 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/testcontainers/testcontainers-go"
 	tcpubsub "github.com/testcontainers/testcontainers-go/modules/gcloud/pubsub"
+
+	"github.com/skywatch-dev/skywatch/internal/pubsubemu"
 )
 
 // emulatorImage is Google's official image with the Pub/Sub emulator. The
@@ -64,7 +64,7 @@ func startEmulator(ctx context.Context, logw io.Writer) (emulator, error) {
 		}
 		return startDockerEmulator(ctx, logw)
 	case "local":
-		launcher, err := findLocalEmulator()
+		launcher, err := pubsubemu.Find()
 		if err != nil {
 			return nil, fmt.Errorf("%s=local: %w\n%s", emulatorEnv, err, emulatorHelp)
 		}
@@ -74,7 +74,7 @@ func startEmulator(ctx context.Context, logw io.Writer) (emulator, error) {
 		if dockerErr == nil {
 			return startDockerEmulator(ctx, logw)
 		}
-		launcher, localErr := findLocalEmulator()
+		launcher, localErr := pubsubemu.Find()
 		if localErr == nil {
 			return startLocalEmulator(ctx, launcher, logw)
 		}
@@ -200,36 +200,6 @@ func (c *logConsumer) Accept(l testcontainers.Log) { _, _ = c.w.Write(l.Content)
 
 // --- the local install (development machines, the project's own CI) ---
 
-// findLocalEmulator finds Google's launcher script cloud-pubsub-emulator: on
-// PATH, in the SDK that the gcloud on PATH belongs to, or where Debian's
-// package puts it. It needs java too.
-func findLocalEmulator() (string, error) {
-	// The launcher runs $JAVA_HOME/bin/java, or java from PATH.
-	if _, err := exec.LookPath("java"); err != nil {
-		if home := os.Getenv("JAVA_HOME"); home == "" || !isFile(filepath.Join(home, "bin", "java")) {
-			return "", errors.New("java not found (neither on PATH nor in $JAVA_HOME/bin)")
-		}
-	}
-	const rel = "platform/pubsub-emulator/bin/cloud-pubsub-emulator"
-	var candidates []string
-	if p, err := exec.LookPath("cloud-pubsub-emulator"); err == nil {
-		candidates = append(candidates, p)
-	}
-	if p, err := exec.LookPath("gcloud"); err == nil {
-		if real, err := filepath.EvalSymlinks(p); err == nil {
-			// gcloud lives in <sdk root>/bin.
-			candidates = append(candidates, filepath.Join(filepath.Dir(filepath.Dir(real)), rel))
-		}
-	}
-	candidates = append(candidates, "/usr/lib/google-cloud-sdk/"+rel)
-	for _, c := range candidates {
-		if isFile(c) {
-			return c, nil
-		}
-	}
-	return "", fmt.Errorf("cloud-pubsub-emulator not found (looked in %s)", strings.Join(candidates, ", "))
-}
-
 type localEmulator struct {
 	launcher string
 	port     int
@@ -313,8 +283,3 @@ func (e *localEmulator) stopLocked() {
 }
 
 func (e *localEmulator) Close() error { return e.Stop(context.Background()) }
-
-func isFile(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && !fi.IsDir()
-}

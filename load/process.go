@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/skywatch-dev/skywatch/internal/names"
+	"github.com/skywatch-dev/skywatch/internal/pubsubemu"
 )
 
 // target is what the clients connect to: URLs, the protocol spoken there,
@@ -178,7 +179,7 @@ type emulator struct {
 }
 
 func startEmulator(ctx context.Context, logDir string) (*emulator, error) {
-	launcher, err := findEmulator()
+	launcher, err := pubsubemu.Find()
 	if err != nil {
 		return nil, err
 	}
@@ -201,28 +202,6 @@ func startEmulator(ctx context.Context, logDir string) (*emulator, error) {
 }
 
 func (e *emulator) stop() { e.p.stop() }
-
-// findEmulator finds cloud-pubsub-emulator on PATH, in the SDK of the
-// gcloud on PATH, or where Debian's package puts it.
-func findEmulator() (string, error) {
-	const rel = "platform/pubsub-emulator/bin/cloud-pubsub-emulator"
-	var candidates []string
-	if p, err := exec.LookPath("cloud-pubsub-emulator"); err == nil {
-		candidates = append(candidates, p)
-	}
-	if p, err := exec.LookPath("gcloud"); err == nil {
-		if real, err := filepath.EvalSymlinks(p); err == nil {
-			candidates = append(candidates, filepath.Join(filepath.Dir(filepath.Dir(real)), rel))
-		}
-	}
-	candidates = append(candidates, "/usr/lib/google-cloud-sdk/"+rel)
-	for _, c := range candidates {
-		if fi, err := os.Stat(c); err == nil && !fi.IsDir() {
-			return c, nil
-		}
-	}
-	return "", fmt.Errorf("cloud-pubsub-emulator not found (looked in %s); install google-cloud-cli-pubsub-emulator, or use -url", strings.Join(candidates, ", "))
-}
 
 // startRelays starts n relays from bin on the emulator, each with its own
 // alloc id (prefix-i), and waits until each is ready.

@@ -1,7 +1,6 @@
 package flyoidc_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -34,6 +33,7 @@ import (
 	"github.com/skywatch-dev/skywatch/internal/broker"
 	"github.com/skywatch-dev/skywatch/internal/broker/gcppubsub"
 	"github.com/skywatch-dev/skywatch/internal/flyoidc"
+	"github.com/skywatch-dev/skywatch/internal/testkit"
 )
 
 const (
@@ -306,7 +306,7 @@ func TestRefusedExchangeLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := newTLSPubSub(t)
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	l, err := gcppubsub.Open(gcppubsub.Config{
 		ProjectID:     "proj-1",
 		TopicID:       "alerts",
@@ -385,23 +385,6 @@ func (s *tlsPubSub) clientOptions() []option.ClientOption {
 		// Trust the test's certificate; dial options given last win.
 		option.WithGRPCDialOption(grpc.WithTransportCredentials(credentials.NewClientTLSFromCert(s.pool, "127.0.0.1"))),
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // selfSigned makes a certificate for 127.0.0.1 and a pool that trusts it.

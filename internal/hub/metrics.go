@@ -39,7 +39,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		delivered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "skywatch_alerts_delivered_total",
-			Help: "protocol.Alert frames queued to clients (one per alert per client).",
+			Help: "Alert frames queued to clients (one per alert per client).",
 		}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "skywatch_alerts_duplicates_dropped_total",
@@ -63,7 +63,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "skywatch_errors_total",
-			Help: "protocol.Error frames sent to clients, by code.",
+			Help: "Error frames sent to clients, by code.",
 		}, []string{"code"}),
 		publishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "skywatch_publish_duration_seconds",

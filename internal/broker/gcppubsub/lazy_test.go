@@ -1,24 +1,20 @@
 package gcppubsub_test
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"cloud.google.com/go/pubsub/v2/pstest"
 	"google.golang.org/api/option"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/skywatch-dev/skywatch/internal/broker"
 	"github.com/skywatch-dev/skywatch/internal/broker/brokertest"
 	"github.com/skywatch-dev/skywatch/internal/broker/gcppubsub"
+	"github.com/skywatch-dev/skywatch/internal/testkit"
 )
 
 // lazyWait bounds how long a Lazy broker may take to connect once the
@@ -36,27 +32,16 @@ func TestLazyConformance(t *testing.T) {
 	})
 }
 
-// refuser answers a call with PermissionDenied while on, as Pub/Sub does
-// before a new IAM grant has propagated.
-type refuser struct{ on atomic.Bool }
-
-func (r *refuser) React(any) (bool, any, error) {
-	if r.on.Load() {
-		return true, nil, status.Error(codes.PermissionDenied, "User not authorized to perform this action.")
-	}
-	return false, nil, nil
-}
-
 // TestLazyPermissionDenied: while Pub/Sub refuses, every call fails with
 // ErrNotConnected and the reason (never ErrNotFound, which would make the
 // feed recreate things); the reason is logged once however many attempts
 // fail; when Pub/Sub accepts, the broker connects by itself.
 func TestLazyPermissionDenied(t *testing.T) {
-	deny := &refuser{}
-	deny.on.Store(true)
+	deny := &testkit.Refuser{}
+	deny.On.Store(true)
 	srv := pstest.NewServer(pstest.ServerReactorOption{FuncName: "GetTopic", Reactor: deny})
 	t.Cleanup(func() { srv.Close() })
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	l := openLazy(t, gcppubsub.Config{ProjectID: project, TopicID: "alerts", EmulatorHost: srv.Addr}, logs)
 
 	deadline := time.Now().Add(lazyWait)
@@ -89,7 +74,7 @@ func TestLazyPermissionDenied(t *testing.T) {
 		t.Errorf("the refusal was logged %d times, want once:\n%s", n, logs)
 	}
 
-	deny.on.Store(false)
+	deny.On.Store(false)
 	waitConnected(t, l)
 	if err := l.CreateSubscription(t.Context(), "vm-1"); err != nil {
 		t.Fatal(err)
@@ -106,7 +91,7 @@ func TestLazyPermissionDenied(t *testing.T) {
 // once it does.
 func TestLazyUnreachable(t *testing.T) {
 	addr := freeAddr(t)
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	l := openLazy(t, gcppubsub.Config{ProjectID: project, TopicID: "alerts", EmulatorHost: addr}, logs)
 	deadline := time.Now().Add(lazyWait)
 	for !strings.Contains(logs.String(), "pubsub unreachable") {
@@ -127,7 +112,7 @@ func TestLazyUnreachable(t *testing.T) {
 // error that is retried, not created and not fatal.
 func TestLazyMissingTopicOnCloud(t *testing.T) {
 	srv := newServer(t)
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	l := openLazy(t, gcppubsub.Config{
 		ProjectID:     project,
 		TopicID:       "missing",
@@ -160,7 +145,7 @@ func TestOpenBadKey(t *testing.T) {
 	t.Logf("Open: %v", err)
 }
 
-func openLazy(t *testing.T, cfg gcppubsub.Config, logs *syncBuffer) *gcppubsub.Lazy {
+func openLazy(t *testing.T, cfg gcppubsub.Config, logs *testkit.SyncBuffer) *gcppubsub.Lazy {
 	t.Helper()
 	var log *slog.Logger
 	if logs != nil {
@@ -199,21 +184,4 @@ func freeAddr(t *testing.T) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
