@@ -221,6 +221,16 @@ func startRelays(ctx context.Context, bin string, n int, emu *emulator, prefix, 
 			names.EnvRegion+"=load",
 			names.EnvEmulatorHost+"="+emuHost,
 			names.EnvLogFormat+"=json",
+			// Every client of the tool comes from one address and the
+			// alerts from a few hundred connections: lift the per-address
+			// and per-relay limits that protect a public relay, so the
+			// sweep measures the fan-out. Against a deployed relay they
+			// apply, and refused alerts are reported.
+			names.EnvIPConnections+"=1000000",
+			names.EnvIPAlertRate+"=1000000",
+			names.EnvIPAlertBurst+"=1000000",
+			names.EnvRelayAlertRate+"=1000000",
+			names.EnvRelayAlertBurst+"=1000000",
 		)
 		p, err := startProcess(fmt.Sprintf("%s-relay-%d", prefix, i), logDir, cmd)
 		if err != nil {

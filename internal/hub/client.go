@@ -281,7 +281,7 @@ func (c *client) kick() {
 // connections hold none.
 func (c *client) writeLoop() {
 	cfg := &c.hub.cfg
-	nc := c.conn.NetConn()
+	nc := writeConn(c.conn.NetConn())
 	var scratch []byte // for connections without writev
 	for {
 		// Shutting down wins over queued frames: a client closed as too

@@ -56,6 +56,15 @@ func (w guardWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return &guardedConn{Conn: nc, frames: rate.NewLimiter(frameRate, frameBurst)}, brw, nil
 }
 
+// writeConn is the connection the writer writes to: beneath the frame
+// guard, which only reads, so that a *net.TCPConn keeps its writev.
+func writeConn(nc net.Conn) net.Conn {
+	if g, ok := nc.(*guardedConn); ok {
+		return g.Conn
+	}
+	return nc
+}
+
 // guardedConn parses WebSocket frame headers (RFC 6455 section 5.2) from the
 // bytes the client sends, skipping payloads, and counts frames.
 type guardedConn struct {

@@ -350,3 +350,23 @@ func TestPreloadIsNotHeldAgainstTheClient(t *testing.T) {
 		t.Fatal("a frame over the bound was accepted once the replay was written: the allowance outlived it")
 	}
 }
+
+// TestWriterKeepsWritev: the frame guard wraps every upgraded connection
+// for reading; the writer must still reach the TCP connection beneath it,
+// or every batch is copied into a buffer the connection keeps.
+func TestWriterKeepsWritev(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	g := &guardedConn{Conn: nc}
+	if _, ok := writeConn(g).(*net.TCPConn); !ok {
+		t.Fatalf("writeConn(guarded TCP) = %T, want the *net.TCPConn beneath the guard", writeConn(g))
+	}
+}
