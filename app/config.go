@@ -150,20 +150,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 		}
 		c.FallbackRelays = append(c.FallbackRelays, r)
 	}
-	if v := getenv(names.EnvAlertRate); v != "" {
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || f <= 0 {
-			errs = append(errs, fmt.Errorf("%s %q: want alerts per second > 0", names.EnvAlertRate, v))
-		}
-		c.RateLimit = rate.Limit(f)
-	}
-	if v := getenv(names.EnvAlertBurst); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			errs = append(errs, fmt.Errorf("%s %q: want an integer >= 1", names.EnvAlertBurst, v))
-		}
-		c.RateBurst = n
-	}
+	c.RateLimit = perSecond(getenv, names.EnvAlertRate, &errs)
+	c.RateBurst = count(getenv, names.EnvAlertBurst, &errs)
 	errs = append(errs, loadPublish(getenv, &c)...)
 	c.HeartbeatInterval = duration(getenv, names.EnvHeartbeatInterval, &errs)
 	c.OrphanAfter = duration(getenv, names.EnvOrphanAfter, &errs)
@@ -172,21 +160,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if iv, oa := cmp.Or(c.HeartbeatInterval, fleet.DefaultInterval), cmp.Or(c.OrphanAfter, fleet.DefaultOrphanAfter); oa < minOrphanBeats*iv {
 		errs = append(errs, fmt.Errorf("%s %v: want at least %d × %s (%v)", names.EnvOrphanAfter, oa, minOrphanBeats, names.EnvHeartbeatInterval, iv))
 	}
-	if v := getenv(names.EnvSlowClientBytes); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			errs = append(errs, fmt.Errorf("%s %q: want bytes, an integer >= 1", names.EnvSlowClientBytes, v))
-		}
-		c.SlowBytes = n
-	}
+	c.SlowBytes = count(getenv, names.EnvSlowClientBytes, &errs)
 	c.SlowAge = duration(getenv, names.EnvSlowClientAge, &errs)
-	if v := getenv(names.EnvHistorySize); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			errs = append(errs, fmt.Errorf("%s %q: want an integer >= 1", names.EnvHistorySize, v))
-		}
-		c.HistorySize = n
-	}
+	c.HistorySize = count(getenv, names.EnvHistorySize, &errs)
 	c.HistoryAge = duration(getenv, names.EnvHistoryAge, &errs)
 	c.ResumeMargin = duration(getenv, names.EnvResumeMargin, &errs)
 	if c.LogFormat != "text" && c.LogFormat != "json" {
@@ -255,31 +231,13 @@ func loadPublish(getenv func(string) string, c *config) []error {
 	} else if c.BrowserPublish == hub.PublishSigned {
 		errs = append(errs, fmt.Errorf("%s=signed needs %s", names.EnvBrowserPublish, names.EnvSigningKey))
 	}
-	rateOf := func(name string, dst *rate.Limit) {
-		if v := getenv(name); v != "" {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil || f <= 0 {
-				errs = append(errs, fmt.Errorf("%s %q: want alerts per second > 0", name, v))
-			}
-			*dst = rate.Limit(f)
-		}
-	}
-	countOf := func(name string, dst *int) {
-		if v := getenv(name); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 {
-				errs = append(errs, fmt.Errorf("%s %q: want an integer >= 1", name, v))
-			}
-			*dst = n
-		}
-	}
-	rateOf(names.EnvAPIRate, &c.APIRate)
-	countOf(names.EnvAPIBurst, &c.APIBurst)
-	countOf(names.EnvIPConnections, &c.PerIP.Conns)
-	rateOf(names.EnvIPAlertRate, &c.PerIP.Rate)
-	countOf(names.EnvIPAlertBurst, &c.PerIP.Burst)
-	rateOf(names.EnvRelayAlertRate, &c.RelayRate)
-	countOf(names.EnvRelayAlertBurst, &c.RelayBurst)
+	c.APIRate = perSecond(getenv, names.EnvAPIRate, &errs)
+	c.APIBurst = count(getenv, names.EnvAPIBurst, &errs)
+	c.PerIP.Conns = count(getenv, names.EnvIPConnections, &errs)
+	c.PerIP.Rate = perSecond(getenv, names.EnvIPAlertRate, &errs)
+	c.PerIP.Burst = count(getenv, names.EnvIPAlertBurst, &errs)
+	c.RelayRate = perSecond(getenv, names.EnvRelayAlertRate, &errs)
+	c.RelayBurst = count(getenv, names.EnvRelayAlertBurst, &errs)
 	switch v := getenv(names.EnvTrustFlyClientIP); v {
 	case "", "false":
 	case "true":
@@ -288,6 +246,32 @@ func loadPublish(getenv func(string) string, c *config) []error {
 		errs = append(errs, fmt.Errorf("%s %q: want true or false", names.EnvTrustFlyClientIP, v))
 	}
 	return errs
+}
+
+// count reads an integer >= 1; unset is zero (the default).
+func count(getenv func(string) string, name string, errs *[]error) int {
+	v := getenv(name)
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		*errs = append(*errs, fmt.Errorf("%s %q: want an integer >= 1", name, v))
+	}
+	return n
+}
+
+// perSecond reads a rate > 0 per second; unset is zero (the default).
+func perSecond(getenv func(string) string, name string, errs *[]error) rate.Limit {
+	v := getenv(name)
+	if v == "" {
+		return 0
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f <= 0 {
+		*errs = append(*errs, fmt.Errorf("%s %q: want a number per second > 0", name, v))
+	}
+	return rate.Limit(f)
 }
 
 // duration reads a Go duration such as 10s; unset is zero (the default).

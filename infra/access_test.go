@@ -312,24 +312,21 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
-func TestConfigErrors(t *testing.T) {
-	for name, tc := range map[string]struct {
-		set   map[string]string
-		unset string
-		want  string
-	}{
-		"no project":        {unset: "gcp:project", want: "project: required"},
-		"no fly app":        {unset: "skywatch:flyApp", want: "fly app"},
-		"fly app shell":     {set: map[string]string{"skywatch:flyApp": `x"; rm -rf ~; "`}, want: "fly app"},
-		"key version text":  {set: map[string]string{"skywatch:keyVersion": "two"}, want: "keyVersion"},
-		"key version below": {set: map[string]string{"skywatch:keyVersion": "-1"}, want: "key version"},
-		"topic digit":       {set: map[string]string{"skywatch:topic": "9lives"}, want: "topic"},
-		"topic goog":        {set: map[string]string{"skywatch:topic": "google-alerts"}, want: "topic"},
-		"prefix space":      {set: map[string]string{"skywatch:subscriptionPrefix": "ID "}, want: "subscription prefix"},
-		"account upper":     {set: map[string]string{"skywatch:serviceAccountId": "Relay-Account"}, want: "account ID"},
-	} {
+// badConfig is stack config that must fail before any resource exists:
+// base config with unset removed and set applied, failing with want.
+type badConfig struct {
+	set   map[string]string
+	unset string
+	want  string
+}
+
+// checkBadConfig runs each case on base and checks it fails with its want
+// and registers nothing.
+func checkBadConfig(t *testing.T, base func() map[string]string, cases map[string]badConfig) {
+	t.Helper()
+	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			cfg := baseConfig()
+			cfg := base()
 			delete(cfg, tc.unset)
 			for k, v := range tc.set {
 				cfg[k] = v
@@ -343,6 +340,20 @@ func TestConfigErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	checkBadConfig(t, baseConfig, map[string]badConfig{
+		"no project":        {unset: "gcp:project", want: "project: required"},
+		"no fly app":        {unset: "skywatch:flyApp", want: "fly app"},
+		"fly app shell":     {set: map[string]string{"skywatch:flyApp": `x"; rm -rf ~; "`}, want: "fly app"},
+		"key version text":  {set: map[string]string{"skywatch:keyVersion": "two"}, want: "keyVersion"},
+		"key version below": {set: map[string]string{"skywatch:keyVersion": "-1"}, want: "key version"},
+		"topic digit":       {set: map[string]string{"skywatch:topic": "9lives"}, want: "topic"},
+		"topic goog":        {set: map[string]string{"skywatch:topic": "google-alerts"}, want: "topic"},
+		"prefix space":      {set: map[string]string{"skywatch:subscriptionPrefix": "ID "}, want: "subscription prefix"},
+		"account upper":     {set: map[string]string{"skywatch:serviceAccountId": "Relay-Account"}, want: "account ID"},
+	})
 }
 
 func TestLeastPrivilege(t *testing.T) {

@@ -197,32 +197,13 @@ func TestKeylessDependsOnTheAPIs(t *testing.T) {
 }
 
 func TestKeylessConfigErrors(t *testing.T) {
-	for name, tc := range map[string]struct {
-		set   map[string]string
-		unset string
-		want  string
-	}{
+	checkBadConfig(t, keylessConfig, map[string]badConfig{
 		"no fly org":    {unset: "skywatch:flyOrg", want: "fly org"},
 		"fly org shell": {set: map[string]string{"skywatch:flyOrg": `a" || true || "`}, want: "fly org"},
 		"unknown auth":  {set: map[string]string{"skywatch:auth": "password"}, want: "auth"},
 		"pool gcp-":     {set: map[string]string{"skywatch:workloadIdentityPoolId": "gcp-fly"}, want: "pool ID"},
 		"pool short":    {set: map[string]string{"skywatch:workloadIdentityPoolId": "fly"}, want: "pool ID"},
-	} {
-		t.Run(name, func(t *testing.T) {
-			cfg := keylessConfig()
-			delete(cfg, tc.unset)
-			for k, v := range tc.set {
-				cfg[k] = v
-			}
-			d, err := runProgram(t, cfg)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("error %v, want one mentioning %q", err, tc.want)
-			}
-			if n := len(d.engine.all); n != 0 {
-				t.Errorf("%d resources registered despite bad config, want 0", n)
-			}
-		})
-	}
+	})
 }
 
 // TestKeyStackHasNoFederation: choosing the key path adds nothing of the

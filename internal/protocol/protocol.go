@@ -248,19 +248,9 @@ func (r *Rejection) Frame() Error {
 // ParseRequest validates an alert request and returns its text (the default
 // text if omitted) and nonce.
 func ParseRequest(data []byte) (text, nonce string, rej *Rejection) {
-	req, dup, err := parseObject(data)
-	if err != nil {
-		return "", "", &Rejection{Code: CodeInvalid, Message: "frame is not a JSON object"}
-	}
-	if dup == "nonce" {
-		return "", "", &Rejection{Code: CodeInvalid, Message: "nonce appears twice"}
-	}
-	nonce, rej = parseNonce(req)
+	req, nonce, rej := parseHead(data, "frame")
 	if rej != nil {
 		return "", "", rej
-	}
-	if dup != "" {
-		return "", "", &Rejection{Code: CodeInvalid, Nonce: nonce, Message: dup + " appears twice"}
 	}
 	if !present(req.Type) {
 		return "", "", &Rejection{Code: CodeInvalid, Nonce: nonce, Message: "type is missing"}
@@ -276,23 +266,34 @@ func ParseRequest(data []byte) (text, nonce string, rej *Rejection) {
 	return text, nonce, rej
 }
 
+// parseHead decodes an alert frame or an API body (what names it in the
+// message) and reads its nonce: the part both check the same way. A
+// duplicate key is invalid; the nonce is echoed unless it is the duplicate.
+func parseHead(data []byte, what string) (request, string, *Rejection) {
+	req, dup, err := parseObject(data)
+	if err != nil {
+		return req, "", &Rejection{Code: CodeInvalid, Message: what + " is not a JSON object"}
+	}
+	if dup == "nonce" {
+		return req, "", &Rejection{Code: CodeInvalid, Message: "nonce appears twice"}
+	}
+	nonce, rej := parseNonce(req)
+	if rej != nil {
+		return req, "", rej
+	}
+	if dup != "" {
+		return req, nonce, &Rejection{Code: CodeInvalid, Nonce: nonce, Message: dup + " appears twice"}
+	}
+	return req, nonce, nil
+}
+
 // ParsePublish validates the body of POST /api/alerts: a JSON object with an
 // optional text and nonce, by the same rules (and as strictly) as an alert
 // frame; type is not needed and, if sent, ignored.
 func ParsePublish(data []byte) (text, nonce string, rej *Rejection) {
-	req, dup, err := parseObject(data)
-	if err != nil {
-		return "", "", &Rejection{Code: CodeInvalid, Message: "body is not a JSON object"}
-	}
-	if dup == "nonce" {
-		return "", "", &Rejection{Code: CodeInvalid, Message: "nonce appears twice"}
-	}
-	nonce, rej = parseNonce(req)
+	req, nonce, rej := parseHead(data, "body")
 	if rej != nil {
 		return "", "", rej
-	}
-	if dup != "" {
-		return "", "", &Rejection{Code: CodeInvalid, Nonce: nonce, Message: dup + " appears twice"}
 	}
 	text, rej = parseText(req, nonce)
 	return text, nonce, rej
