@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -43,7 +42,7 @@ func TestBootWhilePermissionDenied(t *testing.T) {
 }
 
 func TestBootWhileUnreachable(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	v := startVM(t, map[string]string{
 		"FLY_ALLOC_ID":         "boot-unreachable",
 		"GOOGLE_CLOUD_PROJECT": testProject,
@@ -157,16 +156,4 @@ func waitReadyWithin(t *testing.T, v *vm, d time.Duration) {
 	if err := v.WaitStatus("/readyz", http.StatusOK, d, nil); err != nil {
 		t.Fatalf("VM %s not ready %v after Pub/Sub answered: %v\n%s", v.id, d, err, v.logs)
 	}
-}
-
-// freeAddr returns a loopback address nobody listens on yet.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,6 +21,7 @@ import (
 	tcpubsub "github.com/testcontainers/testcontainers-go/modules/gcloud/pubsub"
 
 	"github.com/skywatch-dev/skywatch/internal/pubsubemu"
+	"github.com/skywatch-dev/skywatch/internal/testkit"
 )
 
 // emulatorImage is Google's official image with the Pub/Sub emulator. The
@@ -127,17 +127,6 @@ func waitEmulator(ctx context.Context, host string, exited <-chan struct{}) erro
 	}
 }
 
-// freePort asks the kernel for a free TCP port on 127.0.0.1. Another
-// process could take it before we use it; on this scale that does not happen.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // --- the container (GitHub Actions) ---
 
 type dockerEmulator struct {
@@ -148,7 +137,7 @@ type dockerEmulator struct {
 func startDockerEmulator(ctx context.Context, logw io.Writer) (*dockerEmulator, error) {
 	// A fixed host port, so that after Stop and Start (the outage test) the
 	// emulator is back at the address the relays already know.
-	port, err := freePort()
+	port, err := testkit.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +200,7 @@ type localEmulator struct {
 }
 
 func startLocalEmulator(ctx context.Context, launcher string, logw io.Writer) (*localEmulator, error) {
-	port, err := freePort()
+	port, err := testkit.FreePort()
 	if err != nil {
 		return nil, err
 	}

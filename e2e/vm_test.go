@@ -50,7 +50,7 @@ func startCluster(t *testing.T, emu emulator, n int) *cluster {
 	bin := relayBinary(t)
 	c := &cluster{t: t, emu: emu, topic: topicFor(t)}
 	for i := range n {
-		port, err := freePort()
+		port, err := testkit.FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/skywatch-dev/skywatch/internal/testkit"
 )
 
 // Centrifugo, for comparison: nodes started here with a Redis broker (the
@@ -99,7 +101,7 @@ func (centrifugoProto) parse(data []byte, each func(event)) {
 // other interface) and n Centrifugo nodes using it as their broker.
 func startCentrifugo(ctx context.Context, bin string, n int, logDir string) (*target, error) {
 	t := &target{proto: centrifugoProto{}}
-	rport, err := freePort()
+	rport, err := testkit.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +114,7 @@ func startCentrifugo(ctx context.Context, bin string, n int, logDir string) (*ta
 	t.broker = append(t.broker, redis)
 	time.Sleep(500 * time.Millisecond)
 	for i := range n {
-		port, err := freePort()
+		port, err := testkit.FreePort()
 		if err != nil {
 			t.stop()
 			return nil, err

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/skywatch-dev/skywatch/internal/names"
 	"github.com/skywatch-dev/skywatch/internal/pubsubemu"
+	"github.com/skywatch-dev/skywatch/internal/testkit"
 )
 
 // target is what the clients connect to: URLs, the protocol spoken there,
@@ -127,15 +127,6 @@ func usageOf(ps []*process) (cpu time.Duration, rssKiB int64) {
 	return cpu, rssKiB
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // waitHTTP polls url until it answers 200, p exits, or a minute passes.
 func waitHTTP(ctx context.Context, url string, p *process) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -183,7 +174,7 @@ func startEmulator(ctx context.Context, logDir string) (*emulator, error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := testkit.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -209,7 +200,7 @@ func startRelays(ctx context.Context, bin string, n int, emu *emulator, prefix, 
 	t := &target{proto: skywatchProto{}, broker: []*process{emu.p}, shared: true}
 	emuHost := emu.host
 	for i := range n {
-		port, err := freePort()
+		port, err := testkit.FreePort()
 		if err != nil {
 			t.stop()
 			return nil, err

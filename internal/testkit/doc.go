@@ -7,5 +7,5 @@
 // made here once.
 //
 // It is an ordinary package (not a _test file) so that those three can
-// import it; nothing outside tests does.
+// import it; outside tests only the load tool (load/) does, for ports.
 package testkit

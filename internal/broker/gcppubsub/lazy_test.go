@@ -3,7 +3,6 @@ package gcppubsub_test
 import (
 	"errors"
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -90,7 +89,7 @@ func TestLazyPermissionDenied(t *testing.T) {
 // TestLazyUnreachable: a broker opened before Pub/Sub listens connects
 // once it does.
 func TestLazyUnreachable(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	logs := &testkit.SyncBuffer{}
 	l := openLazy(t, gcppubsub.Config{ProjectID: project, TopicID: "alerts", EmulatorHost: addr}, logs)
 	deadline := time.Now().Add(lazyWait)
@@ -172,16 +171,4 @@ func waitConnected(t *testing.T, l *gcppubsub.Lazy) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// freeAddr returns a loopback address nobody listens on (yet).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
