@@ -43,6 +43,8 @@ type config struct {
 	// MaxQueueBytes and MaxQueueAge); zero means the hub's default.
 	SlowBytes int
 	SlowAge   time.Duration
+	// WriteDelay is hub.Config.WriteDelay.
+	WriteDelay time.Duration
 	// PublishTimeout bounds one publish, in the hub and in the Pub/Sub
 	// client alike (which needs it up front).
 	PublishTimeout time.Duration
@@ -162,6 +164,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	c.SlowBytes = count(getenv, names.EnvSlowClientBytes, &errs)
 	c.SlowAge = duration(getenv, names.EnvSlowClientAge, &errs)
+	c.WriteDelay = duration(getenv, names.EnvWriteDelay, &errs)
 	c.HistorySize = count(getenv, names.EnvHistorySize, &errs)
 	c.HistoryAge = duration(getenv, names.EnvHistoryAge, &errs)
 	c.ResumeMargin = duration(getenv, names.EnvResumeMargin, &errs)

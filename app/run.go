@@ -182,6 +182,7 @@ func newRelay(ctx context.Context, cfg config, id relayID, b broker.Broker, log 
 		RateBurst:      cfg.RateBurst,
 		MaxQueueBytes:  cfg.SlowBytes,
 		MaxQueueAge:    cfg.SlowAge,
+		WriteDelay:     cfg.WriteDelay,
 		PublishTimeout: cfg.PublishTimeout,
 		HistorySize:    cfg.HistorySize,
 		HistoryAge:     cfg.HistoryAge,

@@ -146,6 +146,11 @@ func pipeConn(t *testing.T, h *Hub) (*bufio.Reader, net.Conn, *recConn) {
 // pipeHub is a hub for writer tests; it is closed when the test ends.
 func pipeHub(t *testing.T, cfg Config) *Hub {
 	cfg.PongWait = max(cfg.PongWait, time.Hour) // pings only where a test asks
+	if cfg.WriteDelay == 0 {
+		// Writes at once, so synctest.Wait finds them made; TestWriteDelay
+		// tests the delay.
+		cfg.WriteDelay = -1
+	}
 	h := New(cfg, &loopback{})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -369,4 +374,45 @@ func TestWriterKeepsWritev(t *testing.T) {
 	if _, ok := writeConn(g).(*net.TCPConn); !ok {
 		t.Fatalf("writeConn(guarded TCP) = %T, want the *net.TCPConn beneath the guard", writeConn(g))
 	}
+}
+
+// TestWriteDelay: the writer waits WriteDelay once woken, and the alerts
+// that arrive meanwhile go out with the first, in one write.
+func TestWriteDelay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const delay = 3 * time.Millisecond
+		h := pipeHub(t, Config{WriteDelay: delay})
+		br, cli, rec := pipeConn(t, h)
+		defer cli.Close()
+		read := make(chan error, 1)
+		go func() {
+			for {
+				if _, err := readWSFrame(br); err != nil {
+					read <- err
+					return
+				}
+			}
+		}()
+		time.Sleep(time.Second) // long after the hello
+		synctest.Wait()
+		before := len(rec.recorded())
+
+		start := time.Now()
+		for i := range 5 {
+			h.Deliver(alertJSON(t, testID(i), "close together"))
+			time.Sleep(delay / 6)
+		}
+		time.Sleep(delay)
+		synctest.Wait()
+		writes := rec.recorded()[before:]
+		checkWholeFrames(t, writes)
+		if len(writes) != 1 {
+			t.Fatalf("%d writes for 5 alerts within the delay, want 1", len(writes))
+		}
+		if got := writes[0].at.Sub(start); got != delay {
+			t.Errorf("written %v after the first alert, want the delay %v", got, delay)
+		}
+		cli.Close()
+		<-read
+	})
 }

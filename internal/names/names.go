@@ -44,6 +44,7 @@ const (
 
 	// Resuming clients (docs/protocol.md): the history's bounds and the
 	// margin subtracted from a client's since.
+	EnvWriteDelay   = "WRITE_DELAY"
 	EnvHistorySize  = "HISTORY_SIZE"
 	EnvHistoryAge   = "HISTORY_AGE"
 	EnvResumeMargin = "RESUME_MARGIN"
