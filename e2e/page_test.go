@@ -100,12 +100,8 @@ func (p *page) minimize(t *testing.T, on bool) {
 // typed text stays, with the reason beside it; when the emulator is back the
 // status clears by itself, and a send that succeeds clears the text.
 func TestPageBrokerOutage(t *testing.T) {
-	browserCtx := newBrowser(t)
 	emu := newEmulator(t) // its own: stopping the shared one would hurt other tests
-	c := newCluster(t, emu, 1)
-	v := c.vms[0]
-	p := openPage(t, browserCtx, "page on "+v.name, v.URL("/"))
-	p.waitConnected(t, v, arrival)
+	p, _ := pageOnOneVM(t, emu)
 	p.screenshot(t, "page-connected.png")
 
 	const typed = "Lights over the harbour"
@@ -176,11 +172,7 @@ func TestPageBrokerOutage(t *testing.T) {
 // keeps saying it while its attempts to reconnect fail; it is back once the
 // VM is. A cluster of one VM, so there is nowhere else to go.
 func TestPageRestartInWords(t *testing.T) {
-	browserCtx := newBrowser(t)
-	c := newCluster(t, sharedEmulator(t), 1)
-	v := c.vms[0]
-	p := openPage(t, browserCtx, "page on "+v.name, v.URL("/"))
-	p.waitConnected(t, v, arrival)
+	p, v := pageOnOneVM(t, sharedEmulator(t))
 
 	if res := v.stop(t, syscall.SIGTERM); res.Err != nil {
 		t.Errorf("%s: want exit status 0, got %s", v, testkit.ExitText(res.Err))
@@ -214,11 +206,7 @@ func TestPageRestartInWords(t *testing.T) {
 // DevTools protocol, as a person would in the prompt) a hidden page shows
 // one per alert, and the choice, like the sound's, survives a reload.
 func TestPageHiddenTab(t *testing.T) {
-	browserCtx := newBrowser(t)
-	c := newCluster(t, sharedEmulator(t), 1)
-	v := c.vms[0]
-	p := openPage(t, browserCtx, "page on "+v.name, v.URL("/"))
-	p.waitConnected(t, v, arrival)
+	p, v := pageOnOneVM(t, sharedEmulator(t))
 	sender := dial(t, v, "sender")
 
 	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
@@ -289,11 +277,7 @@ func TestPageHiddenTab(t *testing.T) {
 // without a break point wraps inside its card; the page never scrolls
 // sideways.
 func TestPageNarrow(t *testing.T) {
-	browserCtx := newBrowser(t)
-	c := newCluster(t, sharedEmulator(t), 1)
-	v := c.vms[0]
-	p := openPage(t, browserCtx, "page on "+v.name, v.URL("/"))
-	p.waitConnected(t, v, arrival)
+	p, v := pageOnOneVM(t, sharedEmulator(t))
 	sender := dial(t, v, "sender")
 	long := strings.Repeat("W", 280)
 	sender.SendAlert(t, long, "long")
@@ -361,11 +345,7 @@ const contrastJS = `(() => {
 // button, reached with the keyboard; a label for every control and the
 // roles the status and notice need; animation off under reduced motion.
 func TestPageAccessibility(t *testing.T) {
-	browserCtx := newBrowser(t)
-	c := newCluster(t, sharedEmulator(t), 1)
-	v := c.vms[0]
-	p := openPage(t, browserCtx, "page on "+v.name, v.URL("/"))
-	p.waitConnected(t, v, arrival)
+	p, v := pageOnOneVM(t, sharedEmulator(t))
 	sender := dial(t, v, "sender")
 
 	type result struct {
@@ -481,3 +461,14 @@ func newTrap(t *testing.T) *trap {
 
 func (tr *trap) wsURL() string   { return "ws" + strings.TrimPrefix(tr.srv.URL, "http") + "/ws" }
 func (tr *trap) attempts() int64 { return tr.n.Load() }
+
+// pageOnOneVM opens the page of a one-VM cluster on emu in Chromium and
+// waits until it is connected.
+func pageOnOneVM(t *testing.T, emu emulator) (*page, *vm) {
+	t.Helper()
+	browserCtx := newBrowser(t) // first: no point starting a VM without a browser
+	v := newCluster(t, emu, 1).vms[0]
+	p := openPage(t, browserCtx, "page on "+v.name, v.URL("/"))
+	p.waitConnected(t, v, arrival)
+	return p, v
+}
