@@ -16,6 +16,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/skywatch-dev/skywatch/internal/api"
+	"github.com/skywatch-dev/skywatch/internal/broker"
 	"github.com/skywatch-dev/skywatch/internal/fleet"
 	"github.com/skywatch-dev/skywatch/internal/hub"
 	"github.com/skywatch-dev/skywatch/internal/iplimit"
@@ -102,7 +103,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		WorkloadAudience:    getenv(names.EnvWorkloadIdentityAudience),
 		ServiceAccountEmail: getenv(names.EnvServiceAccountEmail),
 
-		PublishTimeout: hub.DefaultPublishTimeout,
+		PublishTimeout: broker.DefaultPublishTimeout,
 	}
 	var errs []error
 	if p, err := strconv.Atoi(c.Port); err != nil || p < 0 || p > 65535 {

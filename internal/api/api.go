@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"github.com/skywatch-dev/skywatch/internal/broker"
 	"github.com/skywatch-dev/skywatch/internal/protocol"
 	"github.com/skywatch-dev/skywatch/internal/reqlog"
 )
@@ -65,7 +66,7 @@ type Config struct {
 const (
 	DefaultRate           = rate.Limit(20)
 	DefaultBurst          = 40
-	DefaultPublishTimeout = 5 * time.Second
+	DefaultPublishTimeout = broker.DefaultPublishTimeout
 )
 
 // Handler serves POST /api/alerts.

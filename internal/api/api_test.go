@@ -70,14 +70,14 @@ func TestMatch(t *testing.T) {
 	}
 }
 
-// broker records what was published, or fails.
-type broker struct {
+// fakeBroker records what was published, or fails.
+type fakeBroker struct {
 	mu   sync.Mutex
 	msgs [][]byte
 	err  error
 }
 
-func (b *broker) Publish(_ context.Context, data []byte) error {
+func (b *fakeBroker) Publish(_ context.Context, data []byte) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.err != nil {
@@ -87,7 +87,7 @@ func (b *broker) Publish(_ context.Context, data []byte) error {
 	return nil
 }
 
-func (b *broker) count() int {
+func (b *fakeBroker) count() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return len(b.msgs)
@@ -129,7 +129,7 @@ func post(t *testing.T, h http.Handler, auth, body string) response {
 	return res
 }
 
-func newHandler(t *testing.T, cfg Config, b *broker) *Handler {
+func newHandler(t *testing.T, cfg Config, b *fakeBroker) *Handler {
 	t.Helper()
 	toks, err := ParseTokens(tokA + "," + tokB)
 	if err != nil {
@@ -141,7 +141,7 @@ func newHandler(t *testing.T, cfg Config, b *broker) *Handler {
 }
 
 func TestStatuses(t *testing.T) {
-	b := &broker{}
+	b := &fakeBroker{}
 	h := newHandler(t, Config{Rate: rate.Every(1e12), Burst: 1000}, b)
 	for _, tc := range []struct {
 		name, auth, body string
@@ -207,7 +207,7 @@ func TestStatuses(t *testing.T) {
 }
 
 func TestRateLimitPerToken(t *testing.T) {
-	b := &broker{}
+	b := &fakeBroker{}
 	h := newHandler(t, Config{Rate: rate.Every(1e12), Burst: 3}, b) // no refill in the test
 	for i := range 3 {
 		if res := post(t, h, "Bearer "+tokA, `{"text":"x"}`); res.status != 202 {
@@ -228,7 +228,7 @@ func TestRateLimitPerToken(t *testing.T) {
 }
 
 func TestOffWithoutTokens(t *testing.T) {
-	b := &broker{}
+	b := &fakeBroker{}
 	h := New(Config{}, b)
 	if h.Enabled() {
 		t.Fatal("enabled without tokens")

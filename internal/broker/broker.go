@@ -10,7 +10,14 @@ package broker
 import (
 	"context"
 	"errors"
+	"time"
 )
+
+// DefaultPublishTimeout bounds one Publish made for a sender (a browser's
+// alert, an API call), so that the sender hears "unavailable" within
+// seconds when the broker is down. The hub and the publish API default to
+// it; the relay's wiring passes one value to both and to gcppubsub.
+const DefaultPublishTimeout = 5 * time.Second
 
 // ErrNotFound reports that a subscription does not exist (never made, deleted,
 // expired, or lost when an emulator restarted). Implementations wrap it, so

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"github.com/skywatch-dev/skywatch/internal/broker"
 	"github.com/skywatch-dev/skywatch/internal/protocol"
 )
 
@@ -125,7 +126,7 @@ const (
 	DefaultWriteDelay     = 3 * time.Millisecond
 	DefaultRateLimit      = rate.Limit(5)
 	DefaultRateBurst      = 10
-	DefaultPublishTimeout = 5 * time.Second
+	DefaultPublishTimeout = broker.DefaultPublishTimeout
 	DefaultWriteWait      = 10 * time.Second
 	DefaultPongWait       = 30 * time.Second
 	DefaultDedupSize      = 10000
