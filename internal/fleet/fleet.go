@@ -196,26 +196,21 @@ func (f *Fleet) Route(deliver func(data []byte)) func(broker.Message) {
 }
 
 // Run publishes heartbeats, checks that they come back through feed, sends
-// fleet frames and runs the janitor until ctx is done. Then it publishes a
-// last heartbeat saying this relay leaves, and returns nil.
+// fleet frames and runs the janitor until ctx is done, then returns nil.
+// A clean stop calls Leave after it.
 func (f *Fleet) Run(ctx context.Context, feed Feed) error {
 	beat := time.NewTicker(f.cfg.Interval)
 	defer beat.Stop()
 	frame := time.NewTicker(f.cfg.FrameInterval)
 	defer frame.Stop()
-	f.beat(ctx, feed, false)
+	f.beat(ctx, feed.Ready(), false)
 	for {
 		select {
 		case <-ctx.Done():
-			// Best effort, on a short clock of its own: the others would
-			// notice the silence anyway.
-			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-			f.beat(lctx, feed, true)
-			cancel()
 			return nil
 		case <-beat.C:
 			f.check(feed)
-			f.beat(ctx, feed, false)
+			f.beat(ctx, feed.Ready(), false)
 			f.sweep(ctx)
 		case <-frame.C:
 			f.sendFrame()
@@ -223,10 +218,15 @@ func (f *Fleet) Run(ctx context.Context, feed Feed) error {
 	}
 }
 
-// beat publishes one heartbeat.
-func (f *Fleet) beat(ctx context.Context, feed Feed, leaving bool) {
+// Leave publishes a last heartbeat saying this relay leaves, so that the
+// others drop it from the fleet at once rather than after its silence. Best
+// effort within ctx (the shutdown's budget); call it after Run returned.
+func (f *Fleet) Leave(ctx context.Context) { f.beat(ctx, false, true) }
+
+// beat publishes one heartbeat; receiving is whether the feed receives as
+// it is sent.
+func (f *Fleet) beat(ctx context.Context, receiving, leaving bool) {
 	clients := f.cfg.Clients()
-	receiving := feed.Ready()
 	f.mu.Lock()
 	f.seq++
 	hb := Heartbeat{

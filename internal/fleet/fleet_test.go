@@ -90,6 +90,7 @@ func startNode(t *testing.T, b broker.Broker, vm, region string) *node {
 		once.Do(func() {
 			cancel()
 			wg.Wait()
+			n.fleet.Leave(context.Background())
 			_ = n.feed.Delete(context.Background())
 		})
 	}

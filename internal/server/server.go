@@ -46,9 +46,11 @@ type Server struct {
 	log      *slog.Logger
 	stopping atomic.Bool
 
-	http     *http.Server
-	stopFeed context.CancelFunc
-	feedDone chan struct{}
+	http      *http.Server
+	stopFeed  context.CancelFunc
+	feedDone  chan struct{}
+	stopFleet context.CancelFunc
+	fleetDone chan struct{}
 }
 
 // New returns a Server over cfg's parts. Nothing runs until Serve.
@@ -62,7 +64,7 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{hub: cfg.Hub, feed: cfg.Feed, api: cfg.API, fleet: cfg.Fleet, metrics: cfg.Metrics, log: cfg.Logger, feedDone: make(chan struct{})}
+	s := &Server{hub: cfg.Hub, feed: cfg.Feed, api: cfg.API, fleet: cfg.Fleet, metrics: cfg.Metrics, log: cfg.Logger, feedDone: make(chan struct{}), fleetDone: make(chan struct{})}
 	s.http = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: readHeaderTimeout,
@@ -122,10 +124,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		_ = s.feed.Run(feedCtx)
 	}()
 
-	// Heartbeats stop with ctx: a stopping relay says it leaves.
-	if s.fleet != nil {
-		go func() { _ = s.fleet.Run(ctx, s.feed) }()
-	}
+	// Heartbeats stop when Shutdown begins, which then says this relay
+	// leaves.
+	fleetCtx, stopFleet := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopFleet = stopFleet
+	go func() {
+		defer close(s.fleetDone)
+		if s.fleet != nil {
+			_ = s.fleet.Run(fleetCtx, s.feed)
+		}
+	}()
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.http.Serve(ln) }()
@@ -160,8 +168,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	defer cancel()
 
-	// 1. Not ready: a load balancer polling /readyz stops sending new users.
+	// 1. Not ready: a load balancer polling /readyz stops sending new users;
+	// and the other relays hear this one leave.
 	s.stopping.Store(true)
+	if s.stopFleet != nil {
+		s.stopFleet()
+		select {
+		case <-s.fleetDone:
+			if s.fleet != nil {
+				s.fleet.Leave(stepsCtx)
+			}
+		case <-stepsCtx.Done():
+		}
+	}
 
 	var errs []error
 	// 2. Stop accepting. Shutdown does not touch hijacked WebSocket
