@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"golang.org/x/time/rate"
 
 	"github.com/skywatch-dev/skywatch/internal/protocol"
 )
@@ -35,7 +34,7 @@ type client struct {
 	ping    *time.Timer
 	pingDue atomic.Bool
 
-	limiter  *rate.Limiter
+	alerts   bucket       // the alert budget (Config.RateLimit); the reader's
 	inflight atomic.Int32 // publishes not yet answered
 	pol      clientPolicy // who may publish, and the bad-frame budgets (policy.go)
 
@@ -51,8 +50,9 @@ type client struct {
 }
 
 // replyQueueSize bounds acks and errors waiting to be written; when it is
-// full the client's reader waits (see reply).
-const replyQueueSize = 16
+// full the client's reader waits (see reply). The writer empties it on every
+// drain, so a few suffice; each slot costs every idle connection 24 bytes.
+const replyQueueSize = 4
 
 func newClient(h *Hub, conn *websocket.Conn, remote string) *client {
 	c := &client{
@@ -60,7 +60,6 @@ func newClient(h *Hub, conn *websocket.Conn, remote string) *client {
 		conn:       conn,
 		remote:     remote,
 		replies:    make(chan []byte, replyQueueSize),
-		limiter:    rate.NewLimiter(h.cfg.RateLimit, h.cfg.RateBurst),
 		pol:        h.newClientPolicy(remote),
 		done:       make(chan struct{}),
 		writerDone: make(chan struct{}),
@@ -126,7 +125,11 @@ func (c *client) readPump() {
 		}
 		return c.conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
 	})
+	guard, _ := c.conn.NetConn().(*guardedConn)
 	for {
+		if guard != nil {
+			guard.waitReadable()
+		}
 		typ, data, err := c.conn.ReadMessage()
 		if err != nil {
 			c.readFailed(err)
@@ -189,12 +192,12 @@ func (c *client) readFailed(err error) {
 func (c *client) handle(data []byte) {
 	text, nonce, rej := protocol.ParseRequest(data)
 	if rej != nil {
-		c.limiter.Allow() // a bad frame costs a token, as an alert does
+		c.allowAlert() // a bad frame costs a token, as an alert does
 		c.reject(rej.Code, rej.Nonce, rej.Message)
 		return
 	}
 	if c.forbidden(nonce) {
-		c.limiter.Allow()
+		c.allowAlert()
 		return
 	}
 	// In-flight publishes are bounded by the bucket size: with a broker that
@@ -203,7 +206,7 @@ func (c *client) handle(data []byte) {
 		c.reject(protocol.CodeRateLimited, nonce, "too many alerts waiting for the broker; slow down")
 		return
 	}
-	if !c.limiter.Allow() {
+	if !c.allowAlert() {
 		c.reject(protocol.CodeRateLimited, nonce, "too many alerts; slow down")
 		return
 	}
@@ -217,6 +220,11 @@ func (c *client) handle(data []byte) {
 	// Published off the reader so a slow broker never stops this client's
 	// reads (and its pongs).
 	go c.publish(a.ID, nonce, payload)
+}
+
+// allowAlert takes a token of the connection's alert budget.
+func (c *client) allowAlert() bool {
+	return c.alerts.allow(c.hub.cfg.RateLimit, c.hub.cfg.RateBurst)
 }
 
 // publish sends one alert to the broker and answers the sender.

@@ -139,9 +139,10 @@ const (
 const closeGrace = time.Second
 
 // Buffer sizes for gorilla. Client frames are at most ReadLimit bytes and
-// most are far smaller; 512-byte read buffers (an ASCII alert fits; larger
-// frames take more reads) and pooled write buffers (held only while
-// writing) keep an idle connection small: the read buffer is held for the
+// most are far smaller; a 512-byte read buffer (an ASCII alert fits; larger
+// frames take more reads), which the frame guard makes and gorilla adopts
+// (guardWriter.Hijack), and pooled write buffers (held only while writing)
+// keep an idle connection small: the read buffer is held for the
 // connection's life, and 1 KiB cost 0.5 KB more per idle connection
 // (BenchmarkIdleConnMemory). The writer bypasses gorilla's write buffer
 // altogether (writer.go).
@@ -245,7 +246,9 @@ func New(cfg Config, pub Publisher) *Hub {
 	}
 	h.pol = newPolicy(cfg, h.m)
 	h.upgrader = websocket.Upgrader{
-		ReadBufferSize:  readBufferSize,
+		// 0: gorilla adopts the frame guard's reader of readBufferSize
+		// (guardWriter.Hijack).
+		ReadBufferSize:  0,
 		WriteBufferSize: writeBufferSize,
 		WriteBufferPool: &sync.Pool{},
 		CheckOrigin:     h.checkOrigin,

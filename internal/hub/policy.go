@@ -139,8 +139,8 @@ type clientPolicy struct {
 	mayPublish bool
 	release    func() // frees the per-address connection slot; never nil
 
-	replies *rate.Limiter // error replies
-	strikes *rate.Limiter // frames that found no reply budget
+	replies bucket // error replies
+	strikes bucket // frames that found no reply budget
 }
 
 func (h *Hub) newClientPolicy(remote string) clientPolicy {
@@ -148,8 +148,6 @@ func (h *Hub) newClientPolicy(remote string) clientPolicy {
 		ip:         remote,
 		mayPublish: h.pol.Browsers == PublishOpen,
 		release:    func() {},
-		replies:    rate.NewLimiter(replyRate, replyBurst),
-		strikes:    rate.NewLimiter(strikeRate, strikeBurst),
 	}
 }
 
@@ -224,12 +222,12 @@ func (c *client) overShared(nonce string) bool {
 // budget; past it the frame goes unanswered, and a connection that keeps
 // going is closed with 1008.
 func (c *client) reject(code, nonce, message string) {
-	if c.pol.replies.Allow() {
+	if c.pol.replies.allow(replyRate, replyBurst) {
 		c.replyError(code, nonce, message)
 		return
 	}
 	c.hub.pol.unanswered.Inc()
-	if !c.pol.strikes.Allow() {
+	if !c.pol.strikes.allow(strikeRate, strikeBurst) {
 		c.shutdown(protocol.ClosePolicy, protocol.CloseBadFramesReason)
 	}
 }

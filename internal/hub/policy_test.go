@@ -3,8 +3,11 @@ package hub
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -299,4 +302,66 @@ func TestRefusedUpgradeLogIsBounded(t *testing.T) {
 	if len(out) > lines*1024 {
 		t.Errorf("%d bytes of log for %d lines: the Origin was not clipped", len(out), lines)
 	}
+}
+
+// TestFramesInOneWrite: frames that arrive together are all answered. The
+// reader waits for the socket only when gorilla has nothing buffered; the
+// second and third frame here are already in its buffer when the first is
+// handled.
+func TestFramesInOneWrite(t *testing.T) {
+	tr := startHub(t, Config{}, &loopback{})
+	conn, _ := connect(t, tr.url)
+	var frames [][]byte
+	nonces := []string{"one", "two", "three"}
+	for _, n := range nonces {
+		frames = append(frames, rawFrame(1, true, fmt.Sprintf(`{"type":"alert","text":"together","nonce":%q}`, n)))
+	}
+	writeRaw(t, conn, frames...)
+	// Each is published on its own goroutine: acks come in any order.
+	acked := map[string]bool{}
+	for len(acked) < len(nonces) {
+		f := read(t, conn)
+		if f.Type == protocol.TypeAlert {
+			continue // the loopback broker delivers them back
+		}
+		if f.Type != protocol.TypeAck {
+			t.Fatalf("got %+v, want acks for %v", f, nonces)
+		}
+		acked[f.Nonce] = true
+	}
+	for _, n := range nonces {
+		if !acked[n] {
+			t.Errorf("no ack for %s (acks: %v)", n, acked)
+		}
+	}
+}
+
+// TestDataBeforeUpgrade: bytes sent before the server's 101 never reach the
+// WebSocket reader unseen by the frame guard; the upgrade is refused.
+func TestDataBeforeUpgrade(t *testing.T) {
+	tr := startHub(t, Config{}, &loopback{})
+	u, err := url.Parse(tr.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	req := "GET " + u.Path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	early := rawFrame(1, true, `{"type":"alert","text":"too early","nonce":"x"}`)
+	_ = nc.SetDeadline(time.Now().Add(waitFor))
+	if _, err := nc.Write(append([]byte(req), early...)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(nc)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if bytes.Contains(got, []byte(" 101 ")) {
+		t.Fatalf("upgraded with data sent before the handshake: %q", got)
+	}
+	testkit.Eventually(t, "no client", func() bool { return tr.Clients() == 0 })
 }
