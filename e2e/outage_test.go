@@ -18,6 +18,13 @@ import (
 // like any restart of the official emulator, with no topic and no
 // subscription left) and proves the VMs recover on their own and
 // broadcast again.
+//
+// The outage lasts outage (40 s): long enough for gRPC's default reconnect
+// backoff to have grown to waits of 10–25 s, which left a relay ready (its
+// subscriber connected again) while its publisher's connections waited, and
+// every alert failed; the relay caps that backoff (gcppubsub.reconnect).
+const outage = 40 * time.Second
+
 func TestBrokerOutage(t *testing.T) {
 	emu := newEmulator(t) // its own: stopping the shared one would hurt other tests
 	c := newCluster(t, emu, 3)
@@ -35,6 +42,7 @@ func TestBrokerOutage(t *testing.T) {
 		t.Fatalf("stop the emulator: %v", err)
 	}
 	t.Logf("emulator stopped")
+	outageEnds := time.Now().Add(outage)
 
 	// Alerts fail fast and say why; the connection stays usable.
 	for i, cl := range clients {
@@ -63,6 +71,7 @@ func TestBrokerOutage(t *testing.T) {
 		t.FailNow()
 	}
 
+	time.Sleep(time.Until(outageEnds))
 	startCtx, cancel2 := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel2()
 	if err := emu.Start(startCtx); err != nil {
