@@ -227,10 +227,9 @@ func (e *localEmulator) Start(ctx context.Context) error {
 	cmd := exec.Command(e.launcher, "--host=127.0.0.1", "--port="+strconv.Itoa(e.port))
 	cmd.Stdout = e.logw
 	cmd.Stderr = e.logw
-	// Pdeathsig: if the test binary dies (a panic, the -timeout alarm), the
-	// kernel ends the emulator too. The launcher execs java, so the group
-	// leader is the JVM.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// The launcher execs java, so the group leader is the JVM, which dies
+	// with the test binary.
+	cmd.SysProcAttr = testkit.DiesWithParent(&syscall.SysProcAttr{Setpgid: true})
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start emulator: %w", err)
 	}

@@ -119,8 +119,7 @@ func (p *Process) Start() error {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.Stdout, cmd.Stderr = p.Log, p.Log
-	// If the test binary dies without cleaning up, the kernel ends the relay.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = DiesWithParent(nil)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("%s: start: %w", p.Name, err)
 	}
