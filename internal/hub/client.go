@@ -14,13 +14,15 @@ import (
 	"github.com/skywatch-dev/skywatch/internal/protocol"
 )
 
-// client is one WebSocket connection: a reader goroutine (readPump) for its
-// whole life, and a writer goroutine (writeLoop) only while there is
-// something to write: an idle connection holds one goroutine, not two.
-// Only the writer writes to the connection (see writer.go).
+// client is one WebSocket connection: a reader goroutine (read) while the
+// client sends something, and a writer goroutine (writeLoop) while there is
+// something to write. An idle connection holds no goroutine on Linux (it is
+// parked, park_linux.go) and one elsewhere. Only the writer writes to the
+// connection (see writer.go).
 type client struct {
 	hub    *Hub
 	conn   *websocket.Conn
+	guard  *guardedConn // conn's connection beneath gorilla; nil in some tests
 	remote string
 
 	// queue carries broadcasts, the hello and pongs; replies carries this
@@ -33,6 +35,10 @@ type client struct {
 	// writer pings and re-arms it.
 	ping    *time.Timer
 	pingDue atomic.Bool
+	// heard is when the client last sent a frame (clock): a parked
+	// connection has no read waiting for its deadline, so the ping timer
+	// checks it (see newClient).
+	heard atomic.Int64
 
 	alerts   bucket       // the alert budget (Config.RateLimit); the reader's
 	inflight atomic.Int32 // publishes not yet answered
@@ -68,9 +74,21 @@ func newClient(h *Hub, conn *websocket.Conn, remote string) *client {
 	// The hello is the first frame; the writer starts once the client is
 	// registered (see Hub.ServeHTTP).
 	c.queue.preload(h.hello, time.Now())
+	if conn != nil {
+		c.guard, _ = conn.NetConn().(*guardedConn)
+	}
+	c.heard.Store(clock())
 	// A timer, not a ticker: it is re-armed after each ping, and costs no
-	// goroutine.
+	// goroutine. It also ends a client silent for longer than PongWait,
+	// which a parked connection's read deadline cannot (nothing waits on
+	// it): such a client is gone within PongWait plus one ping period.
 	c.ping = time.AfterFunc(h.pingPeriod, func() {
+		if silent := time.Duration(clock() - c.heard.Load()); silent > h.cfg.PongWait {
+			if c.shutdown(0, "") {
+				h.log.Info("client disconnected", "remote", c.remote, "err", "no frame, not even a pong, for "+silent.Round(time.Second).String())
+			}
+			return
+		}
 		c.pingDue.Store(true)
 		c.kick()
 	})
@@ -102,9 +120,8 @@ func (c *client) isDone() bool {
 	}
 }
 
-// readPump reads client frames until the connection ends.
-func (c *client) readPump() {
-	defer close(c.readerDone)
+// startReader prepares the connection for reading and starts the reader.
+func (c *client) startReader() {
 	cfg := &c.hub.cfg
 	c.conn.SetReadLimit(cfg.ReadLimit)
 	_ = c.conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
@@ -123,16 +140,34 @@ func (c *client) readPump() {
 		if c.isDone() {
 			return nil // closing: the writer's grace period decides now
 		}
-		return c.conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
+		return c.heardFrom()
 	})
-	guard, _ := c.conn.NetConn().(*guardedConn)
+	go c.read()
+}
+
+// heardFrom notes that the client sent a frame: it is alive for another
+// PongWait.
+func (c *client) heardFrom() error {
+	c.heard.Store(clock())
+	return c.conn.SetReadDeadline(time.Now().Add(c.hub.cfg.PongWait))
+}
+
+// read reads client frames until there is nothing to read, then parks the
+// connection (park_linux.go) and returns; the parking lot calls it again
+// when the client sends more. Where parking is not possible it waits. Once
+// the connection ends, read runs its last rites.
+func (c *client) read() {
 	for {
-		if guard != nil {
-			guard.waitReadable()
+		if c.guard != nil && !c.guard.readable() {
+			if parking.park(c) {
+				return
+			}
+			c.guard.waitReadable()
 		}
 		typ, data, err := c.conn.ReadMessage()
 		if err != nil {
 			c.readFailed(err)
+			c.readerEnded()
 			return
 		}
 		if c.isDone() {
@@ -141,13 +176,22 @@ func (c *client) readPump() {
 			continue
 		}
 		// Any frame shows the client is alive, not only a pong.
-		_ = c.conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
+		_ = c.heardFrom()
 		if typ != websocket.TextMessage {
 			c.shutdown(protocol.CloseBinary, protocol.CloseBinaryReason)
 			continue
 		}
 		c.handle(data)
 	}
+}
+
+// readerEnded runs once the connection can be read no more: when the
+// writer is done too, the client leaves the hub.
+func (c *client) readerEnded() {
+	close(c.readerDone)
+	<-c.writerDone
+	c.hub.unregister(c)
+	c.pol.release()
 }
 
 // readFailed ends the connection after a read error and logs why, once.
@@ -320,7 +364,7 @@ func (c *client) writeLoop() {
 			// the middle of a frame: nothing more may be written, not even
 			// a close frame.
 			c.broken = true
-			_ = nc.Close()
+			c.closeConn()
 			if c.shutdown(0, "") {
 				c.hub.log.Info("client disconnected", "remote", c.remote, "err", err)
 			}
@@ -377,7 +421,15 @@ func (c *client) finish() {
 			t.Stop()
 		}
 	}
-	if err := c.conn.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+	if err := c.closeConn(); err != nil && !errors.Is(err, net.ErrClosed) {
 		c.hub.log.Debug("close connection", "remote", c.remote, "err", err)
 	}
+}
+
+// closeConn closes the TCP connection. Every close after the reader has
+// started goes through here: a parked connection is taken out of the
+// parking lot first, so its reader runs, sees the close and ends.
+func (c *client) closeConn() error {
+	parking.unpark(c)
+	return c.conn.Close()
 }

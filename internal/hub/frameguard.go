@@ -51,7 +51,7 @@ func (w guardWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	g := &guardedConn{Conn: nc}
+	g := &guardedConn{Conn: nc, fd: -1}
 	if brw.Reader.Buffered() > 0 {
 		// Bytes sent before the handshake's answer: gorilla sees them in
 		// net/http's reader and refuses the upgrade (they never passed
@@ -59,7 +59,10 @@ func (w guardWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return g, brw, nil
 	}
 	if sc, ok := nc.(syscall.Conn); ok {
-		g.raw, _ = sc.SyscallConn()
+		if raw, err := sc.SyscallConn(); err == nil {
+			g.raw = raw
+			_ = raw.Control(func(fd uintptr) { g.fd = int32(fd) })
+		}
 	}
 	// Gorilla reads through this buffered reader (the upgrader's
 	// ReadBufferSize is 0, so it adopts a hijacked reader of 256 bytes or
@@ -85,6 +88,11 @@ type guardedConn struct {
 	frames bucket          // frameRate, frameBurst
 	br     *bufio.Reader   // gorilla's reader on this connection
 	raw    syscall.RawConn // nil if the connection has no descriptor
+	fd     int32           // raw's descriptor, -1 if none
+	// armed and unparked belong to the parking lot (park_linux.go), under
+	// its lock: the descriptor is in its epoll set; the connection is
+	// closing and must not park again.
+	armed, unparked bool
 
 	hdr       [14]byte // the header being read
 	hdrLen    int      // bytes of it read so far
@@ -105,12 +113,25 @@ func (g *guardedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// waitReadable returns when the client has sent bytes that gorilla has not
-// read yet, the connection's read deadline has passed, or it is closed (the
-// read that follows then reports which). It waits on a shallow stack: an
-// idle connection's reader parks here rather than deep inside gorilla's
-// frame reader, so its goroutine keeps the smallest stack (2 KiB instead of
-// 4; BenchmarkIdleConnMemory).
+// readable reports whether a read would not block: gorilla has bytes
+// buffered, the client has sent some, or the read would fail at once (the
+// guard failed, the client hung up). Without a descriptor it says true.
+func (g *guardedConn) readable() bool {
+	if g.raw == nil || g.br.Buffered() > 0 || g.err != nil {
+		return true
+	}
+	ok := true
+	if err := g.raw.Control(func(fd uintptr) { ok = readable(fd) }); err != nil {
+		return true // closed: the read reports it
+	}
+	return ok
+}
+
+// waitReadable returns when readable would say true, or the connection's
+// read deadline has passed (the read that follows then reports it). It
+// waits on a shallow stack: where a connection cannot park (park_other.go),
+// its reader waits here rather than deep inside gorilla's frame reader, so
+// its goroutine keeps the smallest stack (2 KiB instead of 4).
 func (g *guardedConn) waitReadable() {
 	if g.raw == nil || g.br.Buffered() > 0 || g.err != nil {
 		return

@@ -353,12 +353,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	// the connection's request buffers (about 11 KiB) alive, which an idle
 	// WebSocket does not need.
 	c.kick() // writes the hello
-	go func() {
-		c.readPump()
-		<-c.writerDone
-		h.unregister(c)
-		c.pol.release()
-	}()
+	c.startReader()
 }
 
 func (h *Hub) isClosing() bool {
@@ -502,7 +497,7 @@ func (h *Hub) Close(ctx context.Context) error {
 		// goroutines end, and give up on publishes still waiting.
 		h.cancel()
 		for _, c := range clients {
-			_ = c.conn.Close()
+			_ = c.closeConn()
 		}
 		return fmt.Errorf("close hub: %w", ctx.Err())
 	}
