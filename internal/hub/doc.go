@@ -9,8 +9,10 @@
 // path, delivered exactly once per client (duplicates from the broker's
 // at-least-once delivery are dropped by id).
 //
-// Per connection there is one reader goroutine, and a writer goroutine only
-// while there is something to write. Deliver encodes an alert once, as a
+// Per connection there is a reader goroutine only while the client sends
+// something (on Linux an idle connection is parked in one epoll set and
+// holds none, park_linux.go) and a writer goroutine only while there is
+// something to write. Deliver encodes an alert once, as a
 // ready-made WebSocket frame shared by every client, and appends it to each
 // client's queue without blocking; the writer sends everything queued in one
 // system call. A client with too much left unread (bytes, or the age of its
@@ -20,7 +22,7 @@
 // so a client that reconnects with /ws?since= gets what it missed before the
 // live stream, on whichever VM it lands (resume.go).
 //
-// // Who may publish and how much (BROWSER_PUBLISH, per-address and per-relay
+// Who may publish and how much (BROWSER_PUBLISH, per-address and per-relay
 // limits, budgets for bad frames) is in policy.go; frameguard.go bounds the
 // frames a client may send beneath gorilla's reader.
 //
