@@ -31,14 +31,15 @@ type client struct {
 	// it runs.
 	queue   queue
 	replies chan []byte
-	// ping fires pingPeriod after the last ping and sets pingDue; the
-	// writer pings and re-arms it.
-	ping    *time.Timer
-	pingDue atomic.Bool
-	// heard is when the client last sent a frame (clock): a parked
-	// connection has no read waiting for its deadline, so the ping timer
-	// checks it (see newClient).
-	heard atomic.Int64
+	// ping is the connection's one timer (see onTimer): it fires at the
+	// next ping (nextPing, when it sets pingDue and the writer pings and
+	// re-arms it) or at the client's deadline (heard + PongWait), whichever
+	// comes first. A parked connection has no read waiting on a deadline,
+	// so the timer keeps it. Times are clock() values.
+	ping     *time.Timer
+	pingDue  atomic.Bool
+	nextPing atomic.Int64
+	heard    atomic.Int64 // when the client last sent a frame
 
 	alerts   bucket       // the alert budget (Config.RateLimit); the reader's
 	inflight atomic.Int32 // publishes not yet answered
@@ -77,22 +78,38 @@ func newClient(h *Hub, conn *websocket.Conn, remote string) *client {
 	if conn != nil {
 		c.guard, _ = conn.NetConn().(*guardedConn)
 	}
-	c.heard.Store(clock())
-	// A timer, not a ticker: it is re-armed after each ping, and costs no
-	// goroutine. It also ends a client silent for longer than PongWait,
-	// which a parked connection's read deadline cannot (nothing waits on
-	// it): such a client is gone within PongWait plus one ping period.
-	c.ping = time.AfterFunc(h.pingPeriod, func() {
-		if silent := time.Duration(clock() - c.heard.Load()); silent > h.cfg.PongWait {
-			if c.shutdown(0, "") {
-				h.log.Info("client disconnected", "remote", c.remote, "err", "no frame, not even a pong, for "+silent.Round(time.Second).String())
-			}
-			return
-		}
-		c.pingDue.Store(true)
-		c.kick()
-	})
+	now := clock()
+	c.heard.Store(now)
+	c.nextPing.Store(now + int64(h.pingPeriod))
+	// A timer, not a ticker, and no goroutine.
+	c.ping = time.AfterFunc(h.pingPeriod, c.onTimer)
 	return c
+}
+
+// onTimer ends a client silent for longer than PongWait (not even a pong),
+// asks the writer to ping when it is time, and otherwise re-arms the timer.
+func (c *client) onTimer() {
+	h := c.hub
+	now := clock()
+	if silent := time.Duration(now - c.heard.Load()); silent >= h.cfg.PongWait {
+		if c.shutdown(0, "") {
+			h.log.Info("client disconnected", "remote", c.remote, "err", "no frame, not even a pong, for "+silent.Round(time.Second).String())
+		}
+		return
+	}
+	if now >= c.nextPing.Load() {
+		c.pingDue.Store(true)
+		c.kick() // the writer pings and calls armTimer
+		return
+	}
+	c.armTimer(now)
+}
+
+// armTimer sets the timer to the next ping or the client's deadline,
+// whichever comes first.
+func (c *client) armTimer(now int64) {
+	next := min(c.nextPing.Load(), c.heard.Load()+int64(c.hub.cfg.PongWait))
+	c.ping.Reset(time.Duration(max(next-now, 0)))
 }
 
 // shutdown asks the writer to close the connection, with a close frame if
@@ -348,7 +365,9 @@ func (c *client) writeLoop() {
 		var err error
 		if c.pingDue.Swap(false) {
 			err = c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteWait))
-			c.ping.Reset(c.hub.pingPeriod)
+			now := clock()
+			c.nextPing.Store(now + int64(c.hub.pingPeriod))
+			c.armTimer(now)
 		}
 		if err == nil {
 			// Frames that arrive while the writer waits go out with the
