@@ -89,6 +89,9 @@ func newClient(h *Hub, conn *websocket.Conn, remote string) *client {
 // onTimer ends a client silent for longer than PongWait (not even a pong),
 // asks the writer to ping when it is time, and otherwise re-arms the timer.
 func (c *client) onTimer() {
+	if c.isDone() {
+		return // never re-armed once closing: it would keep c alive
+	}
 	h := c.hub
 	now := clock()
 	if silent := time.Duration(now - c.heard.Load()); silent >= h.cfg.PongWait {
