@@ -19,12 +19,13 @@ import (
 // in several instances, and a closed one leaves them all. Every event is
 // one-shot: the reader re-arms it when it parks again.
 type lot struct {
-	once   sync.Once
-	epfd   int
-	broken bool // epoll failed: nobody parks any more
+	once sync.Once
+	epfd int
+	ok   bool // the epoll instance exists; written once, by start
 
 	mu     sync.Mutex
 	parked map[int32]*client // by descriptor
+	broken bool              // epoll failed later: nobody parks any more
 }
 
 var parking lot
@@ -33,14 +34,13 @@ func (l *lot) start() bool {
 	l.once.Do(func() {
 		fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 		if err != nil {
-			l.broken = true
 			return
 		}
-		l.epfd = fd
+		l.epfd, l.ok = fd, true
 		l.parked = make(map[int32]*client)
 		go l.run()
 	})
-	return !l.broken
+	return l.ok
 }
 
 // run starts a reader for every connection that has something to read.
