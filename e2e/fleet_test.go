@@ -106,9 +106,9 @@ func TestFleetJanitor(t *testing.T) {
 	if !slices.Contains(subs, dead.subscription()) {
 		t.Fatalf("%s's subscription deleted %v after the kill, before ORPHAN_AFTER (%v): %v", dead, time.Since(killed), e2eOrphanAfter, subs)
 	}
-	// ORPHAN_AFTER plus two intervals (the janitor's round and the silence
-	// it needs beyond ORPHAN_AFTER), plus 2 s for a loaded machine.
-	bound := e2eOrphanAfter + 2*e2eHeartbeat + 2*time.Second
+	// Then it goes. How soon after ORPHAN_AFTER is the janitor's timing,
+	// tested in fake time (internal/fleet, janitor_test.go); here it is only
+	// reported, since a loaded machine delays it.
 	for {
 		subs, err := adm.topicSubscriptions(ctx, c.topic)
 		if err != nil {
@@ -118,8 +118,8 @@ func TestFleetJanitor(t *testing.T) {
 			t.Logf("%s's subscription deleted %v after SIGKILL (ORPHAN_AFTER %v, heartbeat %v)", dead, time.Since(killed).Round(100*time.Millisecond), e2eOrphanAfter, e2eHeartbeat)
 			break
 		}
-		if time.Since(killed) > bound {
-			t.Fatalf("%s's subscription still there %v after SIGKILL; want it deleted within %v: %v", dead, time.Since(killed), bound, subs)
+		if time.Since(killed) > e2eOrphanAfter+arrival {
+			t.Fatalf("%s's subscription still there %v after SIGKILL (ORPHAN_AFTER %v): %v", dead, time.Since(killed), e2eOrphanAfter, subs)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
