@@ -177,7 +177,7 @@ func TestStatuses(t *testing.T) {
 	if res.status != http.StatusAccepted || len(res.id) != 32 {
 		t.Fatalf("good request: %d id %q, want 202 and an id", res.status, res.id)
 	}
-	a, _, err := protocol.DecodeAlert(b.msgs[0])
+	a, _, _, err := protocol.DecodeAlert(b.msgs[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestStatuses(t *testing.T) {
 	}
 	if res := post(t, h, "Bearer "+tokA, `{}`); res.status != 202 {
 		t.Errorf("empty body object: %d, want 202 with the default text", res.status)
-	} else if a, _, _ := protocol.DecodeAlert(b.msgs[1]); a.Text != protocol.DefaultText {
+	} else if a, _, _, _ := protocol.DecodeAlert(b.msgs[1]); a.Text != protocol.DefaultText {
 		t.Errorf("empty object published text %q, want the default", a.Text)
 	}
 

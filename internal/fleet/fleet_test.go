@@ -344,7 +344,7 @@ func TestOldRelayDropsHeartbeat(t *testing.T) {
 	if m.Attributes[AttrKind] != KindHeartbeat {
 		t.Fatalf("heartbeat attributes %v", m.Attributes)
 	}
-	if _, _, err := protocol.DecodeAlert(m.Data); !errors.Is(err, protocol.ErrMalformed) {
+	if _, _, _, err := protocol.DecodeAlert(m.Data); !errors.Is(err, protocol.ErrMalformed) {
 		t.Fatalf("DecodeAlert(heartbeat) = %v, want ErrMalformed", err)
 	}
 }

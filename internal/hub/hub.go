@@ -404,13 +404,12 @@ func (h *Hub) Clients() int {
 // orders.
 func (h *Hub) Deliver(data []byte) {
 	h.m.received.Inc()
-	a, key, err := protocol.DecodeAlert(data)
+	a, key, sentAt, err := protocol.DecodeAlert(data)
 	if err != nil {
 		h.m.malformed.Inc()
 		h.log.Warn("alert dropped", "reason", "malformed", "err", err)
 		return
 	}
-	sentAt, _ := time.Parse(time.RFC3339, a.SentAt) // DecodeAlert checked it
 	if h.late(a, sentAt) {
 		return
 	}

@@ -93,12 +93,12 @@ func FuzzDecodeAlert(f *testing.F) {
 	f.Add([]byte(`{"type":"alert","id":"9f1c0d3a4b5e6f708192a3b4c5d6e7f8","text":"x","origin":{"vm":"a","region":"ams"},"sent_at":"2026-11-27T08:00:00.123Z"}`))
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		a, key, err := DecodeAlert(data)
+		a, key, sent, err := DecodeAlert(data)
 		if err != nil {
 			return
 		}
-		b, key2, err := DecodeAlert(Encode(a))
-		if err != nil || b != a || key2 != key {
+		b, key2, sent2, err := DecodeAlert(Encode(a))
+		if err != nil || b != a || key2 != key || !sent2.Equal(sent) {
 			t.Fatalf("%q decoded as %+v, its re-encoding as %+v (%v)", data, a, b, err)
 		}
 	})

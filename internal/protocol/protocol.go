@@ -337,32 +337,32 @@ var ErrMalformed = errors.New("malformed alert")
 
 // DecodeAlert validates an alert that came back from the broker. The broker
 // is shared by every VM, so its messages are checked as strictly as a
-// client's: a bad one is dropped rather than shown to every browser.
-func DecodeAlert(data []byte) (Alert, [16]byte, error) {
-	var a Alert
-	var key [16]byte
+// client's: a bad one is dropped rather than shown to every browser. It
+// also returns what the hub needs beside the alert: its id as a dedup key
+// and its parsed send time.
+func DecodeAlert(data []byte) (a Alert, key [16]byte, sentAt time.Time, err error) {
 	if err := json.Unmarshal(data, &a); err != nil {
-		return a, key, fmt.Errorf("%w: %w", ErrMalformed, err)
+		return a, key, sentAt, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	switch {
 	case a.Type != TypeAlert:
-		return a, key, fmt.Errorf("%w: type %q", ErrMalformed, a.Type)
+		return a, key, sentAt, fmt.Errorf("%w: type %q", ErrMalformed, a.Type)
 	case len(a.ID) != 32 || strings.ToLower(a.ID) != a.ID:
-		return a, key, fmt.Errorf("%w: id is not 32 lowercase hex digits", ErrMalformed)
+		return a, key, sentAt, fmt.Errorf("%w: id is not 32 lowercase hex digits", ErrMalformed)
 	case a.Text == "" || utf8.RuneCountInString(a.Text) > MaxTextRunes:
-		return a, key, fmt.Errorf("%w: text is empty or too long", ErrMalformed)
+		return a, key, sentAt, fmt.Errorf("%w: text is empty or too long", ErrMalformed)
 	case a.Origin.VM == "" || a.Origin.Region == "":
-		return a, key, fmt.Errorf("%w: origin is incomplete", ErrMalformed)
+		return a, key, sentAt, fmt.Errorf("%w: origin is incomplete", ErrMalformed)
 	case utf8.RuneCountInString(a.Origin.Via) > maxViaRunes:
-		return a, key, fmt.Errorf("%w: origin.via is too long", ErrMalformed)
+		return a, key, sentAt, fmt.Errorf("%w: origin.via is too long", ErrMalformed)
 	}
 	if _, err := hex.Decode(key[:], []byte(a.ID)); err != nil {
-		return a, key, fmt.Errorf("%w: id: %w", ErrMalformed, err)
+		return a, key, sentAt, fmt.Errorf("%w: id: %w", ErrMalformed, err)
 	}
-	if _, err := time.Parse(time.RFC3339, a.SentAt); err != nil {
-		return a, key, fmt.Errorf("%w: sent_at: %w", ErrMalformed, err)
+	if sentAt, err = time.Parse(time.RFC3339, a.SentAt); err != nil {
+		return a, key, sentAt, fmt.Errorf("%w: sent_at: %w", ErrMalformed, err)
 	}
-	return a, key, nil
+	return a, key, sentAt, nil
 }
 
 // Encode returns v's JSON. Every frame type here holds only strings, numbers

@@ -33,7 +33,7 @@ func TestStrictParsing(t *testing.T) {
 
 func TestViaSurvivesDecode(t *testing.T) {
 	data := []byte(`{"type":"alert","id":"9f1c0d3a4b5e6f708192a3b4c5d6e7f8","text":"x","origin":{"vm":"a","region":"ams","via":"api"},"sent_at":"2026-11-27T08:00:00.123Z"}`)
-	a, _, err := DecodeAlert(data)
+	a, _, _, err := DecodeAlert(data)
 	if err != nil || a.Origin.Via != ViaAPI {
 		t.Fatalf("DecodeAlert: %+v, %v; want origin.via api", a, err)
 	}
