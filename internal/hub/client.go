@@ -144,7 +144,7 @@ func (c *client) isDone() bool {
 func (c *client) startReader() {
 	cfg := &c.hub.cfg
 	c.conn.SetReadLimit(cfg.ReadLimit)
-	_ = c.conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
+	_ = c.heardFrom() // the upgrade: PongWait from now
 	// Pongs go through the writer like every other frame (the default
 	// handler writes them from here, which could land inside a batch).
 	c.conn.SetPingHandler(func(data string) error {

@@ -117,7 +117,7 @@ func (g *guardedConn) Read(p []byte) (int, error) {
 // buffered, the client has sent some, or the read would fail at once (the
 // guard failed, the client hung up). Without a descriptor it says true.
 func (g *guardedConn) readable() bool {
-	if g.raw == nil || g.br.Buffered() > 0 || g.err != nil {
+	if g.settled() {
 		return true
 	}
 	ok := true
@@ -133,10 +133,17 @@ func (g *guardedConn) readable() bool {
 // its reader waits here rather than deep inside gorilla's frame reader, so
 // its goroutine keeps the smallest stack (2 KiB instead of 4).
 func (g *guardedConn) waitReadable() {
-	if g.raw == nil || g.br.Buffered() > 0 || g.err != nil {
+	if g.settled() {
 		return
 	}
 	_ = g.raw.Read(readable) // an error comes back from the read itself
+}
+
+// settled reports whether the next read is decided without asking the
+// socket: gorilla has bytes buffered, the guard has failed, or there is no
+// descriptor to ask.
+func (g *guardedConn) settled() bool {
+	return g.raw == nil || g.br.Buffered() > 0 || g.err != nil
 }
 
 // scan advances the frame parser over b.
