@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/moby/moby/api/types/container"
@@ -194,9 +193,8 @@ type localEmulator struct {
 	port     int
 	logw     io.Writer
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
+	mu   sync.Mutex
+	proc *testkit.Group // nil while stopped
 }
 
 func startLocalEmulator(ctx context.Context, launcher string, logw io.Writer) (*localEmulator, error) {
@@ -221,25 +219,19 @@ func (e *localEmulator) Kind() string { return "local " + e.launcher }
 func (e *localEmulator) Start(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.cmd != nil {
+	if e.proc != nil {
 		return errors.New("emulator already running")
 	}
 	cmd := exec.Command(e.launcher, "--host=127.0.0.1", "--port="+strconv.Itoa(e.port))
 	cmd.Stdout = e.logw
 	cmd.Stderr = e.logw
-	// The launcher execs java, so the group leader is the JVM, which dies
-	// with the test binary.
-	cmd.SysProcAttr = testkit.DiesWithParent(&syscall.SysProcAttr{Setpgid: true})
-	if err := cmd.Start(); err != nil {
+	// The launcher execs java, so the group leader is the JVM.
+	proc, err := testkit.StartGroup(cmd, nil)
+	if err != nil {
 		return fmt.Errorf("start emulator: %w", err)
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	e.cmd, e.exited = cmd, exited
-	if err := waitEmulator(ctx, e.Host(), exited); err != nil {
+	e.proc = proc
+	if err := waitEmulator(ctx, e.Host(), proc.Exited()); err != nil {
 		e.stopLocked()
 		return err
 	}
@@ -255,19 +247,11 @@ func (e *localEmulator) Stop(context.Context) error {
 
 // stopLocked ends the process group it started: SIGTERM, then SIGKILL.
 func (e *localEmulator) stopLocked() {
-	if e.cmd == nil {
+	if e.proc == nil {
 		return
 	}
-	pgid := e.cmd.Process.Pid
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-e.exited:
-	case <-time.After(5 * time.Second):
-	}
-	// The group may hold more than the leader; make sure all of it is gone.
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	<-e.exited
-	e.cmd, e.exited = nil, nil
+	e.proc.Stop(5 * time.Second)
+	e.proc = nil
 }
 
 func (e *localEmulator) Close() error { return e.Stop(context.Background()) }

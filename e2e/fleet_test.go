@@ -207,10 +207,10 @@ func emulatorGroup(t *testing.T, emu emulator) int {
 	}
 	le.mu.Lock()
 	defer le.mu.Unlock()
-	if le.cmd == nil {
+	if le.proc == nil {
 		t.Fatal("the emulator is not running")
 	}
-	return le.cmd.Process.Pid // the group leader (Setpgid)
+	return le.proc.Pid() // the group leader
 }
 
 // TestFleetEmulatorStall pauses the emulator for 20 s (SIGSTOP to its

@@ -141,18 +141,10 @@ func startCentrifugo(ctx context.Context, bin string, n int, logDir string) (*ta
 			t.stop()
 			return nil, err
 		}
-		p, err := startProcess(fmt.Sprintf("centrifugo-%d", i), logDir, exec.Command(bin, "--config", path))
-		if err != nil {
+		if err := t.add(ctx, fmt.Sprintf("centrifugo-%d", i), logDir, exec.Command(bin, "--config", path), port, "/health", "/connection/websocket"); err != nil {
 			t.stop()
 			return nil, err
 		}
-		t.procs = append(t.procs, p)
-		base := "127.0.0.1:" + strconv.Itoa(port)
-		if err := waitHTTP(ctx, "http://"+base+"/health", p); err != nil {
-			t.stop()
-			return nil, err
-		}
-		t.urls = append(t.urls, "ws://"+base+"/connection/websocket")
 	}
 	return t, nil
 }

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/skywatch-dev/skywatch/internal/names"
@@ -46,9 +45,8 @@ func (t *target) stop() {
 // process is a child this tool started, in a process group of its own, so
 // that stopping it ends it and anything it started, and nothing else.
 type process struct {
-	name   string
-	cmd    *exec.Cmd
-	exited chan struct{}
+	name string
+	*testkit.Group
 }
 
 func startProcess(name string, logDir string, cmd *exec.Cmd) (*process, error) {
@@ -57,36 +55,21 @@ func startProcess(name string, logDir string, cmd *exec.Cmd) (*process, error) {
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = testkit.DiesWithParent(&syscall.SysProcAttr{Setpgid: true})
-	if err := cmd.Start(); err != nil {
+	g, err := testkit.StartGroup(cmd, func() { logf.Close() })
+	if err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &process{name: name, cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		logf.Close()
-		close(p.exited)
-	}()
-	return p, nil
+	return &process{name: name, Group: g}, nil
 }
 
 // stop sends SIGTERM to the process group, then SIGKILL after 10 s.
-func (p *process) stop() {
-	pgid := p.cmd.Process.Pid
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	<-p.exited
-}
+func (p *process) stop() { p.Stop(10 * time.Second) }
 
 // usage reads the CPU time (user + system) and resident memory of the
 // process from /proc.
 func (p *process) usage() (cpu time.Duration, rssKiB int64, err error) {
-	pid := p.cmd.Process.Pid
+	pid := p.Pid()
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, 0, err
@@ -144,7 +127,7 @@ func waitHTTP(ctx context.Context, url string, p *process) error {
 			}
 		}
 		select {
-		case <-p.exited:
+		case <-p.Exited():
 			return fmt.Errorf("%s exited before %s answered (see its log)", p.name, url)
 		case <-ctx.Done():
 			return fmt.Errorf("%s: %w", url, ctx.Err())
@@ -222,18 +205,26 @@ func startRelays(ctx context.Context, bin string, n int, emu *emulator, prefix, 
 			names.EnvRelayAlertRate+"=1000000",
 			names.EnvRelayAlertBurst+"=1000000",
 		)
-		p, err := startProcess(fmt.Sprintf("%s-relay-%d", prefix, i), logDir, cmd)
-		if err != nil {
+		if err := t.add(ctx, fmt.Sprintf("%s-relay-%d", prefix, i), logDir, cmd, port, "/readyz", "/ws"); err != nil {
 			t.stop()
 			return nil, err
 		}
-		t.procs = append(t.procs, p)
-		base := "127.0.0.1:" + strconv.Itoa(port)
-		if err := waitHTTP(ctx, "http://"+base+"/readyz", p); err != nil {
-			t.stop()
-			return nil, err
-		}
-		t.urls = append(t.urls, "ws://"+base+"/ws")
 	}
 	return t, nil
+}
+
+// add starts one server of the target, listening on port, waits until its
+// ready path answers 200, and records its WebSocket URL.
+func (t *target) add(ctx context.Context, name, logDir string, cmd *exec.Cmd, port int, ready, ws string) error {
+	p, err := startProcess(name, logDir, cmd)
+	if err != nil {
+		return err
+	}
+	t.procs = append(t.procs, p)
+	base := "127.0.0.1:" + strconv.Itoa(port)
+	if err := waitHTTP(ctx, "http://"+base+ready, p); err != nil {
+		return err
+	}
+	t.urls = append(t.urls, "ws://"+base+ws)
+	return nil
 }
