@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -185,6 +186,16 @@ func str(t *testing.T, r registered, key string) string {
 	return v.StringValue()
 }
 
+// wantStrs checks plain string inputs of r (see str).
+func wantStrs(t *testing.T, r registered, want map[string]string) {
+	t.Helper()
+	for _, key := range slices.Sorted(maps.Keys(want)) {
+		if got := str(t, r, key); got != want[key] {
+			t.Errorf("%s %q: %s %q, want %q", r.typ, r.name, key, got, want[key])
+		}
+	}
+}
+
 func sortedStrings(v resource.PropertyValue) []string {
 	var out []string
 	for _, e := range v.ArrayValue() {
@@ -209,9 +220,7 @@ func TestResourcesFromConfig(t *testing.T) {
 	var services []string
 	for _, s := range e.of(tService) {
 		services = append(services, str(t, s, "service"))
-		if got := str(t, s, "project"); got != "proj-1" {
-			t.Errorf("service %s: project %q, want proj-1", s.name, got)
-		}
+		wantStrs(t, s, map[string]string{"project": "proj-1"})
 		if v := s.inputs["disableOnDestroy"]; !v.IsBool() || v.BoolValue() {
 			t.Errorf("service %s: disableOnDestroy %v, want false", s.name, v)
 		}
@@ -223,22 +232,16 @@ func TestResourcesFromConfig(t *testing.T) {
 	}
 
 	topic := e.one(t, tTopic, "topic")
-	if got := str(t, topic, "name"); got != "SIGHTINGS" {
-		t.Errorf("topic name %q, want SIGHTINGS", got)
-	}
-	if got := str(t, topic, "project"); got != "proj-1" {
-		t.Errorf("topic project %q, want proj-1", got)
-	}
+	wantStrs(t, topic, map[string]string{
+		"name":    "SIGHTINGS",
+		"project": "proj-1",
+	})
 
 	account := e.one(t, tAccount, "relay")
-	if got := str(t, account, "accountId"); got != "ufo-relay" {
-		t.Errorf("account ID %q, want ufo-relay", got)
-	}
+	wantStrs(t, account, map[string]string{"accountId": "ufo-relay"})
 
 	key := e.one(t, tKey, "key")
-	if got := str(t, key, "serviceAccountId"); got != "projects/proj-1/serviceAccounts/ufo-relay@proj-1.iam.gserviceaccount.com" {
-		t.Errorf("key for %q, want the relay account", got)
-	}
+	wantStrs(t, key, map[string]string{"serviceAccountId": "projects/proj-1/serviceAccounts/ufo-relay@proj-1.iam.gserviceaccount.com"})
 	if got := key.inputs["keepers"].ObjectValue()["keyVersion"].StringValue(); got != "7" {
 		t.Errorf("key keepers keyVersion %q, want 7", got)
 	}
@@ -247,15 +250,12 @@ func TestResourcesFromConfig(t *testing.T) {
 	if got := cmd.inputs["environment"].ObjectValue()["FLY_APP"].StringValue(); got != "skywatch-test" {
 		t.Errorf("command FLY_APP %q, want skywatch-test", got)
 	}
-	if got := str(t, cmd, "create"); got != `flyctl secrets import --app "$FLY_APP"` {
-		t.Errorf("create %q", got)
-	}
-	if got := str(t, cmd, "update"); got != str(t, cmd, "create") {
-		t.Errorf("update %q, want the same import as create", got)
-	}
-	if got := str(t, cmd, "delete"); got != `flyctl secrets unset --app "$FLY_APP" GCP_SERVICE_ACCOUNT_KEY GOOGLE_CLOUD_PROJECT` {
-		t.Errorf("delete %q", got)
-	}
+	imp := `flyctl secrets import --app "$FLY_APP"`
+	wantStrs(t, cmd, map[string]string{
+		"create": imp,
+		"update": imp,
+		"delete": `flyctl secrets unset --app "$FLY_APP" GCP_SERVICE_ACCOUNT_KEY GOOGLE_CLOUD_PROJECT`,
+	})
 
 	// Every resource is a child of the component, so `pulumi stack` shows
 	// one tree and aliases move together.
@@ -298,15 +298,11 @@ func keys[V any](m map[string]V) []string {
 func TestDefaults(t *testing.T) {
 	d := mustRun(t, baseConfig())
 	e := d.engine
-	if got := str(t, e.one(t, tTopic, "topic"), "name"); got != "ALIEN_NOTIFICATIONS" {
-		t.Errorf("default topic %q, want ALIEN_NOTIFICATIONS", got)
-	}
+	wantStrs(t, e.one(t, tTopic, "topic"), map[string]string{"name": "ALIEN_NOTIFICATIONS"})
 	if got := d.outputs["subscriptionPrefix"].Value; got != "ID_" {
 		t.Errorf("default subscription prefix %v, want ID_", got)
 	}
-	if got := str(t, e.one(t, tAccount, "relay"), "accountId"); got != "skywatch-relay" {
-		t.Errorf("default account %q, want skywatch-relay", got)
-	}
+	wantStrs(t, e.one(t, tAccount, "relay"), map[string]string{"accountId": "skywatch-relay"})
 	if got := e.one(t, tKey, "key").inputs["keepers"].ObjectValue()["keyVersion"].StringValue(); got != "1" {
 		t.Errorf("default key version %q, want 1", got)
 	}
@@ -371,9 +367,7 @@ func TestLeastPrivilege(t *testing.T) {
 	roles := map[string][]string{} // role name -> permissions
 	for _, r := range e.of(tCustomRole) {
 		roles["projects/proj-1/roles/"+str(t, r, "roleId")] = sortedStrings(r.inputs["permissions"])
-		if got := str(t, r, "project"); got != "proj-1" {
-			t.Errorf("role %s in project %q, want proj-1", r.name, got)
-		}
+		wantStrs(t, r, map[string]string{"project": "proj-1"})
 	}
 	wantRoles := map[string][]string{
 		"projects/proj-1/roles/skywatch_relay_topic": {
@@ -412,29 +406,21 @@ func TestLeastPrivilege(t *testing.T) {
 		t.Fatalf("%d topic grants, want 1", len(topicGrants))
 	}
 	tg := topicGrants[0]
-	if got := str(t, tg, "topic"); got != "ALIEN_NOTIFICATIONS" {
-		t.Errorf("topic grant on %q, want ALIEN_NOTIFICATIONS", got)
-	}
-	if got := str(t, tg, "role"); got != "projects/proj-1/roles/skywatch_relay_topic" {
-		t.Errorf("topic grant role %q, want the topic role", got)
-	}
-	if got := str(t, tg, "member"); got != member {
-		t.Errorf("topic grant member %q, want %q", got, member)
-	}
+	wantStrs(t, tg, map[string]string{
+		"topic":  "ALIEN_NOTIFICATIONS",
+		"role":   "projects/proj-1/roles/skywatch_relay_topic",
+		"member": member,
+	})
 	projectGrants := e.of(tProjectMember)
 	if len(projectGrants) != 1 {
 		t.Fatalf("%d project grants, want 1", len(projectGrants))
 	}
 	pg := projectGrants[0]
-	if got := str(t, pg, "project"); got != "proj-1" {
-		t.Errorf("project grant on %q, want proj-1", got)
-	}
-	if got := str(t, pg, "role"); got != "projects/proj-1/roles/skywatch_relay_subscriptions" {
-		t.Errorf("project grant role %q, want the subscriptions role", got)
-	}
-	if got := str(t, pg, "member"); got != member {
-		t.Errorf("project grant member %q, want %q", got, member)
-	}
+	wantStrs(t, pg, map[string]string{
+		"project": "proj-1",
+		"role":    "projects/proj-1/roles/skywatch_relay_subscriptions",
+		"member":  member,
+	})
 	for _, g := range []registered{tg, pg} {
 		if c, ok := g.inputs["condition"]; ok && !c.IsNull() {
 			t.Errorf("%s has condition %v; Pub/Sub ignores resource conditions (docs/iam.md)", g.name, c)

@@ -49,17 +49,13 @@ func TestKeylessResources(t *testing.T) {
 	}
 
 	pool := e.one(t, tPool, "fly-pool")
-	if got := str(t, pool, "workloadIdentityPoolId"); got != "skywatch-fly" {
-		t.Errorf("pool ID %q, want skywatch-fly", got)
-	}
-	if got := str(t, pool, "project"); got != "proj-1" {
-		t.Errorf("pool project %q, want proj-1", got)
-	}
+	wantStrs(t, pool, map[string]string{
+		"workloadIdentityPoolId": "skywatch-fly",
+		"project":                "proj-1",
+	})
 
 	provider := e.one(t, tProvider, "fly-provider")
-	if got := str(t, provider, "workloadIdentityPoolId"); got != "skywatch-fly" {
-		t.Errorf("provider in pool %q, want skywatch-fly", got)
-	}
+	wantStrs(t, provider, map[string]string{"workloadIdentityPoolId": "skywatch-fly"})
 	oidc := provider.inputs["oidc"].ObjectValue()
 	if got := oidc["issuerUri"].StringValue(); got != "https://oidc.fly.io/ufo-org" {
 		t.Errorf("issuer %q, want the Fly org's", got)
@@ -88,16 +84,12 @@ func TestKeylessResources(t *testing.T) {
 		t.Fatalf("%d service-account grants, want 1", len(grants))
 	}
 	g := grants[0]
-	if got := str(t, g, "serviceAccountId"); got != "projects/proj-1/serviceAccounts/skywatch-relay@proj-1.iam.gserviceaccount.com" {
-		t.Errorf("grant on %q, want the relay account", got)
-	}
-	if got := str(t, g, "role"); got != "roles/iam.workloadIdentityUser" {
-		t.Errorf("grant role %q, want roles/iam.workloadIdentityUser", got)
-	}
+	wantStrs(t, g, map[string]string{
+		"serviceAccountId": "projects/proj-1/serviceAccounts/skywatch-relay@proj-1.iam.gserviceaccount.com",
+		"role":             "roles/iam.workloadIdentityUser",
+	})
 	wantMember := "principalSet://iam.googleapis.com/projects/" + projectNumber + "/locations/global/workloadIdentityPools/skywatch-fly/attribute.app_name/skywatch-test"
-	if got := str(t, g, "member"); got != wantMember {
-		t.Errorf("grant member %q, want %q", got, wantMember)
-	}
+	wantStrs(t, g, map[string]string{"member": wantMember})
 
 	audience := "//iam.googleapis.com/projects/" + projectNumber + "/locations/global/workloadIdentityPools/skywatch-fly/providers/fly-oidc"
 	wantOut := map[string]any{
@@ -145,9 +137,7 @@ func TestKeylessLeastPrivilege(t *testing.T) {
 	}
 	for _, typ := range []string{tTopicMember, tProjectMember} {
 		for _, r := range keyless.of(typ) {
-			if got := str(t, r, "member"); got != "serviceAccount:skywatch-relay@proj-1.iam.gserviceaccount.com" {
-				t.Errorf("%s %q member %q, want the relay account", typ, r.name, got)
-			}
+			wantStrs(t, r, map[string]string{"member": "serviceAccount:skywatch-relay@proj-1.iam.gserviceaccount.com"})
 		}
 	}
 
