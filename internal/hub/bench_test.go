@@ -55,11 +55,9 @@ func TestMain(m *testing.M) {
 func runClients(url string, n int, stdin io.Reader, stdout io.Writer) error {
 	d := &websocket.Dialer{HandshakeTimeout: time.Minute, ReadBufferSize: 512, WriteBufferSize: 256}
 	conns := make([]*websocket.Conn, n)
-	var hellos, dials sync.WaitGroup
-	var received atomic.Int64
-	rounds := make(chan struct{}, 1024)
+	var dials sync.WaitGroup
+	count := newTally(n, 1024)
 	errs := make(chan error, 1)
-	hellos.Add(n)
 	next := atomic.Int64{}
 	for range 64 { // parallel dials, within the listen backlog
 		dials.Go(func() {
@@ -70,7 +68,7 @@ func runClients(url string, n int, stdin io.Reader, stdout io.Writer) error {
 					case errs <- fmt.Errorf("dial %d: %w", i, err):
 					default:
 					}
-					hellos.Done()
+					count.hellos.Done()
 					continue
 				}
 				conns[i] = c
@@ -84,21 +82,14 @@ func runClients(url string, n int, stdin io.Reader, stdout io.Writer) error {
 						if _, err := io.Copy(io.Discard, r); err != nil {
 							return
 						}
-						if first {
-							first = false
-							hellos.Done()
-							continue
-						}
-						if received.Add(1)%int64(n) == 0 {
-							rounds <- struct{}{}
-						}
+						count.frame(&first)
 					}
 				}()
 			}
 		})
 	}
 	dials.Wait()
-	hellos.Wait()
+	count.hellos.Wait()
 	select {
 	case err := <-errs:
 		return err
@@ -108,7 +99,7 @@ func runClients(url string, n int, stdin io.Reader, stdout io.Writer) error {
 	fmt.Fprintln(w, "ready")
 	w.Flush()
 	go func() {
-		for range rounds {
+		for range count.rounds {
 			fmt.Fprintln(w, "r")
 			w.Flush()
 		}
@@ -120,6 +111,35 @@ func runClients(url string, n int, stdin io.Reader, stdout io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// tally counts the text frames the benchmark's clients read: each
+// client's first is its hello, every later one an alert, and a round ends
+// each time all n clients have one more alert.
+type tally struct {
+	n        int64
+	received atomic.Int64
+	hellos   sync.WaitGroup // one per client, done at its hello (or failure)
+	rounds   chan struct{}
+}
+
+func newTally(n, roundsBuffered int) *tally {
+	t := &tally{n: int64(n), rounds: make(chan struct{}, roundsBuffered)}
+	t.hellos.Add(n)
+	return t
+}
+
+// frame counts one text frame of a client; first is that client's own
+// "no frame yet" flag.
+func (t *tally) frame(first *bool) {
+	if *first {
+		*first = false
+		t.hellos.Done()
+		return
+	}
+	if t.received.Add(1)%t.n == 0 {
+		t.rounds <- struct{}{}
+	}
 }
 
 // benchClients is the parent's handle on a client process.

@@ -8,8 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -29,16 +27,13 @@ func BenchmarkFanOutPipe(b *testing.B) {
 				defer cancel()
 				_ = r.Close(ctx)
 			})
-			var received atomic.Int64
-			rounds := make(chan struct{}, 1)
-			var hellos sync.WaitGroup
-			hellos.Add(n)
+			count := newTally(n, 1)
 			for range n {
 				srv, cli := net.Pipe()
-				go pipeClient(cli, n, &received, rounds, &hellos)
+				go pipeClient(cli, count)
 				upgradeOverPipe(b, r, srv)
 			}
-			hellos.Wait()
+			count.hellos.Wait()
 			waitClients(b, r, n)
 
 			tmpl := newAlertTemplate(b)
@@ -47,7 +42,7 @@ func BenchmarkFanOutPipe(b *testing.B) {
 			cpu := startCPU()
 			for b.Loop() {
 				r.Deliver(tmpl.next())
-				<-rounds
+				<-count.rounds
 				alerts++
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(alerts*n), "ns/delivery")
@@ -81,16 +76,15 @@ func (p *pipeHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return p.conn, bufio.NewReadWriter(bufio.NewReader(p.conn), bufio.NewWriter(p.conn)), nil
 }
 
-// pipeClient reads the handshake response, then counts server frames: the
-// first text frame is the hello, every later one an alert. It signals rounds
-// each time all n clients have one more alert.
-func pipeClient(conn net.Conn, n int, received *atomic.Int64, rounds chan<- struct{}, hellos *sync.WaitGroup) {
+// pipeClient reads the handshake response, then counts server text frames
+// with count.
+func pipeClient(conn net.Conn, count *tally) {
 	defer conn.Close()
 	br := bufio.NewReaderSize(conn, 512)
 	for { // the 101 response ends with an empty line
 		line, err := br.ReadSlice('\n')
 		if err != nil {
-			hellos.Done()
+			count.hellos.Done()
 			return
 		}
 		if len(line) <= 2 {
@@ -116,13 +110,6 @@ func pipeClient(conn net.Conn, n int, received *atomic.Int64, rounds chan<- stru
 		if hdr[0]&0x0f != 1 { // not a text frame (close at the end)
 			continue
 		}
-		if first {
-			first = false
-			hellos.Done()
-			continue
-		}
-		if received.Add(1)%int64(n) == 0 {
-			rounds <- struct{}{}
-		}
+		count.frame(&first)
 	}
 }
