@@ -50,11 +50,8 @@ func TestBootBeforeBroker(t *testing.T) {
 	}
 	// Saying why once, and still serving after more failed attempts.
 	const why = "pubsub not connected yet; retrying"
-	deadline := time.Now().Add(arrival)
 	for _, v := range c.vms {
-		for !strings.Contains(v.Log.String(), why) && time.Now().Before(deadline) {
-			time.Sleep(100 * time.Millisecond)
-		}
+		v.Log.WaitFor(t, arrival, why)
 	}
 	time.Sleep(12 * time.Second) // two more attempts at least (5 s each, 5 s backoff)
 	for _, v := range c.vms {
