@@ -167,19 +167,9 @@ func TestResumeOnAnotherVM(t *testing.T) {
 		}
 	}()
 	ackedCount := func() int { ackedMu.Lock(); defer ackedMu.Unlock(); return len(acked) }
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(testkit.Wait)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
 	// Flow for a while (longer than the margin, so vm3's coverage started
 	// well before any since it will be asked for), then stop vm1.
-	waitFor("50 alerts acknowledged", func() bool { return ackedCount() >= 50 })
+	testkit.Eventually(t, "50 alerts acknowledged", func() bool { return ackedCount() >= 50 })
 	if err := vms[0].shutdown(t); err != nil {
 		t.Fatalf("vm1 shutdown: %v", err)
 	}
@@ -189,7 +179,7 @@ func TestResumeOnAnotherVM(t *testing.T) {
 	}
 	// Alerts keep flowing while the client is away.
 	atStop := ackedCount()
-	waitFor("20 alerts acknowledged while the client is away", func() bool { return ackedCount() >= atStop+20 })
+	testkit.Eventually(t, "20 alerts acknowledged while the client is away", func() bool { return ackedCount() >= atStop+20 })
 
 	p.mu.Lock()
 	since := p.newest
@@ -202,7 +192,7 @@ func TestResumeOnAnotherVM(t *testing.T) {
 	go func() { _ = p.session(conn3) }()
 
 	atResume := ackedCount()
-	waitFor("20 alerts acknowledged after the resume", func() bool { return ackedCount() >= atResume+20 })
+	testkit.Eventually(t, "20 alerts acknowledged after the resume", func() bool { return ackedCount() >= atResume+20 })
 	close(stopSending)
 	<-sent
 	select {
@@ -214,7 +204,7 @@ func TestResumeOnAnotherVM(t *testing.T) {
 	ackedMu.Lock()
 	all := append([]string(nil), acked...)
 	ackedMu.Unlock()
-	waitFor(fmt.Sprintf("every one of %d acknowledged alerts at the client", len(all)), func() bool { return p.has(all) == 0 })
+	testkit.Eventually(t, fmt.Sprintf("every one of %d acknowledged alerts at the client", len(all)), func() bool { return p.has(all) == 0 })
 
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -317,13 +317,7 @@ func TestRefusedExchangeLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(logs.String(), "credentials refused") {
-		if time.Now().After(deadline) {
-			t.Fatalf("refused exchange not logged:\n%s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	logs.WaitFor(t, 30*time.Second, "credentials refused")
 	out := logs.String()
 	if !strings.Contains(out, "does not match the expected audience") {
 		t.Errorf("log lacks STS's reason:\n%s", out)

@@ -17,6 +17,7 @@ import (
 	"github.com/skywatch-dev/skywatch/internal/broker/mempubsub"
 	"github.com/skywatch-dev/skywatch/internal/feed"
 	"github.com/skywatch-dev/skywatch/internal/hub"
+	"github.com/skywatch-dev/skywatch/internal/testkit"
 )
 
 func startServer(t *testing.T, idle time.Duration) (string, *prometheus.Registry) {
@@ -60,17 +61,6 @@ func httpConns(t *testing.T, reg *prometheus.Registry) float64 {
 	return 0
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited 10 s for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestIdleConnectionsAreCountedAndClosed holds keep-alive connections open
 // without a new request: the gauge counts them and the server closes them.
 func TestIdleConnectionsAreCountedAndClosed(t *testing.T) {
@@ -99,7 +89,7 @@ func TestIdleConnectionsAreCountedAndClosed(t *testing.T) {
 			t.Errorf("idle connection: %v, want the server to close it", err)
 		}
 	}
-	waitFor(t, "the gauge to drop to 0", func() bool { return httpConns(t, reg) == 0 })
+	testkit.Eventually(t, "the gauge to drop to 0", func() bool { return httpConns(t, reg) == 0 })
 }
 
 func TestLimits(t *testing.T) {

@@ -43,13 +43,7 @@ func TestLazyPermissionDenied(t *testing.T) {
 	logs := &testkit.SyncBuffer{}
 	l := openLazy(t, gcppubsub.Config{ProjectID: project, TopicID: "alerts", EmulatorHost: srv.Addr}, logs)
 
-	deadline := time.Now().Add(lazyWait)
-	for !strings.Contains(logs.String(), "PermissionDenied") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no refusal logged:\n%s", logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	logs.WaitFor(t, lazyWait, "PermissionDenied")
 	// Room for several more attempts (backoff 250 ms, 500 ms, 1 s, 2 s),
 	// which must not log again: the reason has not changed.
 	time.Sleep(4 * time.Second)
@@ -92,13 +86,7 @@ func TestLazyUnreachable(t *testing.T) {
 	addr := testkit.FreeAddr(t)
 	logs := &testkit.SyncBuffer{}
 	l := openLazy(t, gcppubsub.Config{ProjectID: project, TopicID: "alerts", EmulatorHost: addr}, logs)
-	deadline := time.Now().Add(lazyWait)
-	for !strings.Contains(logs.String(), "pubsub unreachable") {
-		if time.Now().After(deadline) {
-			t.Fatalf("unreachable not logged:\n%s", logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	logs.WaitFor(t, lazyWait, "pubsub unreachable")
 	if err := l.Publish(t.Context(), broker.Message{Data: []byte("x")}); !errors.Is(err, gcppubsub.ErrNotConnected) {
 		t.Errorf("Publish before connecting: %v, want ErrNotConnected", err)
 	}
@@ -117,13 +105,7 @@ func TestLazyMissingTopicOnCloud(t *testing.T) {
 		TopicID:       "missing",
 		ClientOptions: []option.ClientOption{option.WithGRPCConn(dial(t, srv.Addr))},
 	}, logs)
-	deadline := time.Now().Add(lazyWait)
-	for !strings.Contains(logs.String(), "create it with `pulumi up`") {
-		if time.Now().After(deadline) {
-			t.Fatalf("missing topic not logged:\n%s", logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	logs.WaitFor(t, lazyWait, "create it with `pulumi up`")
 	if l.Connected() {
 		t.Fatal("connected without a topic")
 	}
