@@ -351,74 +351,93 @@ func (c *client) kick() {
 // client is shut down it closes the connection politely instead. A goroutine
 // per burst costs about as much as waking a parked one, and idle
 // connections hold none.
+//
+// The write system call is made from this function's frame, three calls
+// deep in the standard library, and everything else it does is in calls
+// that return first: a new goroutine starts with a 2 KiB stack, and a
+// deeper writer grew it to 4 KiB on every burst (a profile at 50 alerts/s
+// put 16 % of the relay's CPU in runtime.newstack; docs/performance.md).
 func (c *client) writeLoop() {
-	cfg := &c.hub.cfg
 	nc := writeConn(c.conn.NetConn())
 	var scratch []byte // for connections without writev
-	for {
-		// Shutting down wins over queued frames: a client closed as too
-		// slow gets its close frame next, not after its backlog.
-		if c.isDone() {
-			c.ping.Stop()
-			c.queue.close()
-			c.finish()
-			close(c.writerDone) // the queue stays claimed: no writer again
-			return
-		}
-		var err error
-		if c.pingDue.Swap(false) {
-			err = c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteWait))
-			now := clock()
-			c.nextPing.Store(now + int64(c.hub.pingPeriod))
-			c.armTimer(now)
-		}
+	// Shutting down wins over queued frames: a client closed as too slow
+	// gets its close frame next, not after its backlog.
+	for !c.isDone() {
+		err := c.pingIfDue()
 		if err == nil {
 			// Frames that arrive while the writer waits go out with the
 			// ones that woke it: fewer system calls when alerts come fast
 			// (see Config.WriteDelay).
-			if cfg.WriteDelay > 0 {
-				time.Sleep(cfg.WriteDelay)
+			if d := c.hub.cfg.WriteDelay; d > 0 {
+				time.Sleep(d)
 			}
-			err = c.drain(nc, &scratch)
+			batch, size := c.collect()
+			if len(batch) > 0 {
+				err = writeBatch(nc, batch, time.Now().Add(c.hub.cfg.WriteWait), &scratch)
+			}
+			c.queue.done(batch, size)
 		}
 		if err != nil {
-			// The connection is broken or stuck past WriteWait, maybe in
-			// the middle of a frame: nothing more may be written, not even
-			// a close frame.
-			c.broken = true
-			c.closeConn()
-			if c.shutdown(0, "") {
-				c.hub.log.Info("client disconnected", "remote", c.remote, "err", err)
-			}
+			c.writeFailed(err)
 			continue
 		}
 		// Checked under the queue's lock, which push and kick take: work
 		// added after this check starts a new writer.
-		if c.queue.release(func() bool {
-			return len(c.replies) == 0 && !c.pingDue.Load() && !c.isDone()
-		}) {
+		if c.queue.release(c.writerIdle) {
 			return
 		}
 	}
+	c.endWriter()
 }
 
-// drain writes every reply waiting and every queued frame, in one write.
-func (c *client) drain(nc net.Conn, scratch *[]byte) error {
-	batch, size := c.queue.take()
-	for more := true; more; {
+// pingIfDue writes a ping if the connection's timer asked for one.
+func (c *client) pingIfDue() error {
+	if !c.pingDue.Swap(false) {
+		return nil
+	}
+	err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.hub.cfg.WriteWait))
+	now := clock()
+	c.nextPing.Store(now + int64(c.hub.pingPeriod))
+	c.armTimer(now)
+	return err
+}
+
+// collect takes every queued frame and every reply waiting, for one write.
+func (c *client) collect() (batch [][]byte, size int) {
+	batch, size = c.queue.take()
+	for {
 		select {
 		case b := <-c.replies:
 			batch = append(batch, textFrame(b))
 		default:
-			more = false
+			return batch, size
 		}
 	}
-	var err error
-	if len(batch) > 0 {
-		err = writeBatch(nc, batch, time.Now().Add(c.hub.cfg.WriteWait), scratch)
+}
+
+// writerIdle reports whether the writer has nothing left to do; called
+// under the queue's lock.
+func (c *client) writerIdle() bool {
+	return len(c.replies) == 0 && !c.pingDue.Load() && !c.isDone()
+}
+
+// writeFailed ends a connection whose write failed: it is broken or stuck
+// past WriteWait, maybe in the middle of a frame, so nothing more may be
+// written, not even a close frame.
+func (c *client) writeFailed(err error) {
+	c.broken = true
+	c.closeConn()
+	if c.shutdown(0, "") {
+		c.hub.log.Info("client disconnected", "remote", c.remote, "err", err)
 	}
-	c.queue.done(batch, size)
-	return err
+}
+
+// endWriter is the writer's last act once the client is shut down.
+func (c *client) endWriter() {
+	c.ping.Stop()
+	c.queue.close()
+	c.finish()
+	close(c.writerDone) // the queue stays claimed: no writer again
 }
 
 // finish sends the close frame chosen by shutdown (if any), waits briefly for
