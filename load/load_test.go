@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"slices"
 	"testing"
 	"time"
 )
@@ -47,5 +48,28 @@ func TestSkywatchParse(t *testing.T) {
 	if len(got) != 3 || got[0].kind != evAlert || string(got[0].text) != "L7.99" ||
 		got[1].kind != evAck || got[1].nonce != 7 || got[2].kind != evError || got[2].code != "rate_limited" {
 		t.Fatalf("events = %+v", got)
+	}
+}
+
+// Two relays, alerts 10 and 11 of a step that starts at 10: the first
+// delivery per alert and relay is the broker's path, last − first the
+// fan-out; a late alert of an earlier step and an alert nobody got count
+// for nothing.
+func TestPaths(t *testing.T) {
+	p := newPaths(10, 13, 2)
+	for _, d := range []struct {
+		relay int
+		delivery
+	}{
+		{0, delivery{10, 30}}, {0, delivery{10, 36}}, {0, delivery{10, 31}}, // relay 0: 30, spread 6
+		{1, delivery{10, 50}}, {1, delivery{10, 51}}, // relay 1: 50, spread 1
+		{0, delivery{11, 40}}, // relay 0 alone: 40, spread 0
+		{1, delivery{9, 999}}, // an earlier step's
+	} {
+		p.add(d.relay, d.delivery)
+	}
+	firsts, spreads := p.split()
+	if !slices.Equal(firsts, []int64{30, 40, 50}) || !slices.Equal(spreads, []int64{0, 1, 6}) {
+		t.Fatalf("firsts %v spreads %v, want [30 40 50] [0 1 6]", firsts, spreads)
 	}
 }

@@ -111,12 +111,19 @@ func (skywatchProto) parse(data []byte, each func(event)) {
 type client struct {
 	conn  *websocket.Conn
 	proto proto
+	relay int        // index of its URL
 	wmu   sync.Mutex // writes: the publisher and pongs
 
 	mu   sync.Mutex
-	seen []uint64 // bitset of sequence numbers received
-	lat  []int64  // latencies of this step, in µs
+	seen []uint64   // bitset of sequence numbers received
+	got  []delivery // this step's deliveries
 	dups int
+}
+
+// delivery is one alert received by one client.
+type delivery struct {
+	seq int
+	lat int64 // µs from the publisher's send to this client's read
 }
 
 // run is the client's reader; it ends when the connection does.
@@ -147,7 +154,7 @@ func (c *client) run(r *recorder) {
 					c.dups++
 				} else {
 					c.seen[w] |= b
-					c.lat = append(c.lat, (now-sent)/1000)
+					c.got = append(c.got, delivery{seq, (now - sent) / 1000})
 				}
 				c.mu.Unlock()
 			case evAck:
@@ -223,7 +230,14 @@ type stepResult struct {
 	P90ms      float64        `json:"p90_ms"`
 	P99ms      float64        `json:"p99_ms"`
 	MaxMs      float64        `json:"max_ms"`
-	Closes     map[string]int `json:"closes,omitempty"`
+	// FirstP50ms and FirstP99ms are over each alert's first delivery by
+	// each relay (the broker's path); SpreadP50ms and SpreadP99ms over each
+	// alert's last delivery by a relay minus its first (the fan-out).
+	FirstP50ms  float64        `json:"first_p50_ms"`
+	FirstP99ms  float64        `json:"first_p99_ms"`
+	SpreadP50ms float64        `json:"spread_p50_ms"`
+	SpreadP99ms float64        `json:"spread_p99_ms"`
+	Closes      map[string]int `json:"closes,omitempty"`
 	// RelayCPUSeconds is the CPU the relays used during the step (hold and
 	// drain); CPUPerDeliveryUS divides it by the deliveries.
 	RelayCPUSeconds  float64 `json:"relay_cpu_seconds,omitempty"`
@@ -285,8 +299,8 @@ func sweep(ctx context.Context, tgt *target, o options, ss *systemSummary, stder
 		if st.Sustained {
 			ss.Sustained = rate
 		}
-		fmt.Fprintf(stderr, "%s %4d/s (+%d in bursts): delivered %d/%d dup %d  p50 %.1f p90 %.1f p99 %.1f max %.1f ms  refused %v closes %v  relay cpu %.2f µs/delivery (%.1f s), broker %.1f s, load tool %.1f s, in %.0f s  sustained=%v\n",
-			ss.Name, rate, st.AttackAlerts, st.Delivered, st.Expected, st.Duplicates, st.P50ms, st.P90ms, st.P99ms, st.MaxMs, st.Refused, st.Closes, st.CPUPerDeliveryUS, st.RelayCPUSeconds, st.BrokerCPUSeconds, st.LoadCPUSeconds, st.Seconds, st.Sustained)
+		fmt.Fprintf(stderr, "%s %4d/s (+%d in bursts): delivered %d/%d dup %d  p50 %.1f p90 %.1f p99 %.1f max %.1f ms (first %.1f/%.1f, spread %.1f/%.1f)  refused %v closes %v  relay cpu %.2f µs/delivery (%.1f s), broker %.1f s, load tool %.1f s, in %.0f s  sustained=%v\n",
+			ss.Name, rate, st.AttackAlerts, st.Delivered, st.Expected, st.Duplicates, st.P50ms, st.P90ms, st.P99ms, st.MaxMs, st.FirstP50ms, st.FirstP99ms, st.SpreadP50ms, st.SpreadP99ms, st.Refused, st.Closes, st.CPUPerDeliveryUS, st.RelayCPUSeconds, st.BrokerCPUSeconds, st.LoadCPUSeconds, st.Seconds, st.Sustained)
 	}
 	return nil
 }
@@ -318,7 +332,7 @@ func connect(ctx context.Context, tgt *target, perURL, maxSeq int, rec *recorder
 					}
 					continue
 				}
-				c := &client{conn: conn, proto: tgt.proto, seen: make([]uint64, maxSeq/64+1)}
+				c := &client{conn: conn, proto: tgt.proto, relay: i % len(tgt.urls), seen: make([]uint64, maxSeq/64+1)}
 				clients[i] = c
 				rec.alive.Add(1)
 				go c.run(rec)
@@ -351,7 +365,7 @@ func runStep(ctx context.Context, tgt *target, clients []*client, rec *recorder,
 	rec.mu.Unlock()
 	for _, c := range clients {
 		c.mu.Lock()
-		c.lat = c.lat[:0]
+		c.got = c.got[:0]
 		c.dups = 0
 		c.mu.Unlock()
 	}
@@ -437,9 +451,13 @@ func runStep(ctx context.Context, tgt *target, clients []*client, rec *recorder,
 	rec.mu.Unlock()
 
 	var lat []int64
+	paths := newPaths(first, *seq, len(tgt.urls))
 	for _, c := range clients {
 		c.mu.Lock()
-		lat = append(lat, c.lat...)
+		for _, d := range c.got {
+			lat = append(lat, d.lat)
+			paths.add(c.relay, d)
+		}
 		st.Duplicates += c.dups
 		for s := first; s < *seq; s++ {
 			if c.seen[s/64]&(1<<(s%64)) != 0 {
@@ -453,6 +471,9 @@ func runStep(ctx context.Context, tgt *target, clients []*client, rec *recorder,
 	st.Expected = int64(st.Sent-refused) * int64(st.Clients)
 	slices.Sort(lat)
 	st.P50ms, st.P90ms, st.P99ms = pct(lat, 50), pct(lat, 90), pct(lat, 99)
+	firsts, spreads := paths.split()
+	st.FirstP50ms, st.FirstP99ms = pct(firsts, 50), pct(firsts, 99)
+	st.SpreadP50ms, st.SpreadP99ms = pct(spreads, 50), pct(spreads, 99)
 	if len(lat) > 0 {
 		st.MaxMs = round1(float64(lat[len(lat)-1]) / 1000)
 	}
@@ -466,6 +487,48 @@ func runStep(ctx context.Context, tgt *target, clients []*client, rec *recorder,
 	st.Sustained = st.Sent > 0 && st.Acked == st.Sent && st.Delivered == st.Expected &&
 		st.Duplicates == 0 && st.P99ms <= 250 && len(st.Closes) == 0
 	return st
+}
+
+// paths splits each delivery's latency in two, per alert and relay: the
+// alert's first delivery by that relay is the broker's path (the publish,
+// the broker, the relay's receive and one write); its last delivery minus
+// its first is the relay's fan-out (and the clients' reading). The two tell
+// a slow broker from a slow relay, or from a slow load tool.
+type paths struct {
+	first, relays    int
+	earliest, latest []int64 // per alert and relay, µs
+}
+
+func newPaths(first, end, relays int) *paths {
+	p := &paths{first: first, relays: relays,
+		earliest: make([]int64, (end-first)*relays), latest: make([]int64, (end-first)*relays)}
+	for i := range p.earliest {
+		p.earliest[i] = math.MaxInt64
+	}
+	return p
+}
+
+func (p *paths) add(relay int, d delivery) {
+	i := (d.seq-p.first)*p.relays + relay
+	if d.seq < p.first || i >= len(p.earliest) {
+		return // an earlier step's alert, delivered late
+	}
+	p.earliest[i] = min(p.earliest[i], d.lat)
+	p.latest[i] = max(p.latest[i], d.lat)
+}
+
+// split returns the first deliveries and the fan-out spreads, each sorted,
+// of every alert and relay that delivered it.
+func (p *paths) split() (firsts, spreads []int64) {
+	for i, e := range p.earliest {
+		if e != math.MaxInt64 {
+			firsts = append(firsts, e)
+			spreads = append(spreads, p.latest[i]-e)
+		}
+	}
+	slices.Sort(firsts)
+	slices.Sort(spreads)
+	return firsts, spreads
 }
 
 func pct(sorted []int64, p int) float64 {
