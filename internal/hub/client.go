@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -362,15 +363,10 @@ func (c *client) writeLoop() {
 	var scratch []byte // for connections without writev
 	// Shutting down wins over queued frames: a client closed as too slow
 	// gets its close frame next, not after its backlog.
-	for !c.isDone() {
+	for woken := true; !c.isDone(); woken = false {
 		err := c.pingIfDue()
 		if err == nil {
-			// Frames that arrive while the writer waits go out with the
-			// ones that woke it: fewer system calls when alerts come fast
-			// (see Config.WriteDelay).
-			if d := c.hub.cfg.WriteDelay; d > 0 {
-				time.Sleep(d)
-			}
+			c.gather(woken)
 			batch, size := c.collect()
 			if len(batch) > 0 {
 				err = writeBatch(nc, batch, time.Now().Add(c.hub.cfg.WriteWait), &scratch)
@@ -388,6 +384,24 @@ func (c *client) writeLoop() {
 		}
 	}
 	c.endWriter()
+}
+
+// gather lets frames on their way join the ones the writer is about to
+// write, so that they share its system call. A writer just woken writes at
+// once, after letting the goroutines already runnable go first: the
+// broker's client library runs a goroutine per message, so the rest of a
+// batch that arrived together queues its frames meanwhile. A writer that
+// found more frames queued as soon as it had written is behind a stream of
+// alerts: it waits WriteDelay, and those arriving meanwhile go out with it.
+// Measured against waiting every time (docs/performance.md): at 50 alerts/s
+// on the emulator, p50 about 5 ms lower and p99 10–15 ms lower for no more
+// CPU; at 400–800/s the same CPU within noise.
+func (c *client) gather(woken bool) {
+	if d := c.hub.cfg.WriteDelay; d > 0 && !woken {
+		time.Sleep(d)
+		return
+	}
+	runtime.Gosched()
 }
 
 // pingIfDue writes a ping if the connection's timer asked for one.

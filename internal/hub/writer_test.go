@@ -160,6 +160,19 @@ func pipeHub(t *testing.T, cfg Config) *Hub {
 	return h
 }
 
+// countFrames returns how many whole frames b holds.
+func countFrames(t *testing.T, b []byte) int {
+	t.Helper()
+	r := bytes.NewReader(b)
+	n := 0
+	for ; r.Len() > 0; n++ {
+		if _, err := readWSFrame(r); err != nil {
+			t.Fatalf("%d bytes: frame %d: %v", len(b), n, err)
+		}
+	}
+	return n
+}
+
 // checkWholeFrames fails unless every recorded write is a sequence of
 // whole frames: then no other write can have landed inside a frame.
 func checkWholeFrames(t *testing.T, writes []recWrite) {
@@ -376,43 +389,60 @@ func TestWriterKeepsWritev(t *testing.T) {
 	}
 }
 
-// TestWriteDelay: the writer waits WriteDelay once woken, and the alerts
-// that arrive meanwhile go out with the first, in one write.
+// TestWriteDelay: a writer woken after a quiet spell writes at once; one
+// that finds frames queued as soon as it has written waits WriteDelay, and
+// the alerts that arrive meanwhile go out together, in one write.
 func TestWriteDelay(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const delay = 3 * time.Millisecond
 		h := pipeHub(t, Config{WriteDelay: delay})
 		br, cli, rec := pipeConn(t, h)
 		defer cli.Close()
+		// The client reads a frame each time the test lets it, so that the
+		// test can hold the writer inside a write.
+		readOne := make(chan struct{})
 		read := make(chan error, 1)
 		go func() {
-			for {
+			for range readOne {
 				if _, err := readWSFrame(br); err != nil {
 					read <- err
 					return
 				}
 			}
 		}()
-		time.Sleep(time.Second) // long after the hello
+		readOne <- struct{}{} // the hello
+		time.Sleep(time.Second)
 		synctest.Wait()
 		before := len(rec.recorded())
 
 		start := time.Now()
-		for i := range 5 {
-			h.Deliver(alertJSON(t, testID(i), "close together"))
+		h.Deliver(alertJSON(t, testID(0), "after a quiet spell"))
+		synctest.Wait() // the writer is inside its write, the client not reading
+		for i := 1; i <= 4; i++ {
+			h.Deliver(alertJSON(t, testID(i), "queued behind it"))
 			time.Sleep(delay / 6)
 		}
-		time.Sleep(delay)
+		resumed := time.Now()
+		for range 5 {
+			readOne <- struct{}{}
+		}
+		time.Sleep(2 * delay)
 		synctest.Wait()
 		writes := rec.recorded()[before:]
 		checkWholeFrames(t, writes)
-		if len(writes) != 1 {
-			t.Fatalf("%d writes for 5 alerts within the delay, want 1", len(writes))
+		if len(writes) != 2 {
+			t.Fatalf("%d writes, want 2: the first alert at once, the four queued behind it together", len(writes))
 		}
-		if got := writes[0].at.Sub(start); got != delay {
-			t.Errorf("written %v after the first alert, want the delay %v", got, delay)
+		if got := writes[0].at.Sub(start); got != 0 {
+			t.Errorf("the first alert was written %v after it arrived, want at once", got)
 		}
+		if n := countFrames(t, writes[1].data); n != 4 {
+			t.Errorf("the second write holds %d frames, want the 4 queued", n)
+		}
+		if got := writes[1].at.Sub(resumed); got != delay {
+			t.Errorf("the queued alerts were written %v after the first write ended, want the delay %v", got, delay)
+		}
+		close(readOne)
 		cli.Close()
-		<-read
 	})
 }
