@@ -52,6 +52,9 @@ type client struct {
 	closeReason string
 
 	broken bool // a write failed; written and read by the writer only
+	// writeDeadline is the connection's write deadline (clock()), or
+	// earlier, or 0 before the first; the writer's only (armWrite).
+	writeDeadline int64
 
 	writerDone chan struct{}
 	readerDone chan struct{}
@@ -369,7 +372,9 @@ func (c *client) writeLoop() {
 			c.gather(woken)
 			batch, size := c.collect()
 			if len(batch) > 0 {
-				err = writeBatch(nc, batch, time.Now().Add(c.hub.cfg.WriteWait), &scratch)
+				if err = c.armWrite(nc); err == nil {
+					err = writeBatch(nc, batch, &scratch)
+				}
 			}
 			c.queue.done(batch, size)
 		}
@@ -402,6 +407,21 @@ func (c *client) gather(woken bool) {
 		return
 	}
 	runtime.Gosched()
+}
+
+// armWrite makes sure the write about to start has a deadline between
+// WriteWait less a tenth of it (at most a second) and WriteWait away.
+// Setting a deadline updates a runtime timer, 5 % of a relay's CPU at 50
+// alerts/s when done before every write; a client written to every 50 ms
+// now has it set once a second.
+func (c *client) armWrite(nc net.Conn) error {
+	wait := c.hub.cfg.WriteWait
+	now := clock()
+	if c.writeDeadline != 0 && c.writeDeadline-now >= int64(wait-min(wait/10, time.Second)) {
+		return nil
+	}
+	c.writeDeadline = now + int64(wait)
+	return nc.SetWriteDeadline(time.Now().Add(wait))
 }
 
 // pingIfDue writes a ping if the connection's timer asked for one.

@@ -87,7 +87,9 @@ type Config struct {
 	// within seconds when the broker is down. Default 5s.
 	PublishTimeout time.Duration
 
-	// WriteWait bounds every write to a client. Default 10s.
+	// WriteWait bounds every write to a client: each starts with a
+	// deadline between WriteWait less a tenth of it (at most 1s less) and
+	// WriteWait away. Default 10s.
 	WriteWait time.Duration
 	// PongWait is how long a client may stay silent (no frame, no pong)
 	// before it is dropped. The server pings every PongWait*9/10, so a live

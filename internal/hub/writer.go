@@ -179,11 +179,8 @@ func (q *queue) done(batch [][]byte, size int) {
 // writeBatch writes frames to nc with one system call where the connection
 // allows it: net.Buffers becomes a single writev on TCP; other connections
 // (TLS, net.Pipe) get the frames copied into scratch and written once. The
-// deadline is set before the write.
-func writeBatch(nc net.Conn, frames [][]byte, deadline time.Time, scratch *[]byte) error {
-	if err := nc.SetWriteDeadline(deadline); err != nil {
-		return err
-	}
+// caller has set the write deadline (client.armWrite).
+func writeBatch(nc net.Conn, frames [][]byte, scratch *[]byte) error {
 	if len(frames) == 1 {
 		_, err := nc.Write(frames[0])
 		return err

@@ -297,9 +297,10 @@ func TestWriterPingsBetweenBatches(t *testing.T) {
 	})
 }
 
-// TestWriterDeadlines checks that every write has a deadline in the future
-// when it starts, and that a client that reads nothing is cut off when it
-// passes.
+// TestWriterDeadlines checks that every write starts with a deadline
+// between WriteWait less a tenth of it and WriteWait away (one set for an
+// earlier write serves while it is that far), and that a client that reads
+// nothing is cut off when it passes.
 func TestWriterDeadlines(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const wait = 3 * time.Second
@@ -307,28 +308,40 @@ func TestWriterDeadlines(t *testing.T) {
 		// A reading client first, to see the deadlines of normal writes.
 		br, cli, rec := pipeConn(t, h)
 		defer cli.Close()
+		const alerts = 8
 		var wg sync.WaitGroup
 		wg.Go(func() {
-			for range 6 { // hello and 5 alerts
+			for range 1 + alerts { // hello and the alerts
 				if _, err := readWSFrame(br); err != nil {
 					t.Error(err)
 					return
 				}
 			}
 		})
-		for i := range 5 {
+		time.Sleep(time.Second) // long after the hello
+		synctest.Wait()
+		before := len(rec.recorded())
+		if before < 2 {
+			t.Fatalf("%d writes before the alerts, want the handshake and the hello", before)
+		}
+		for i := range alerts {
 			h.Deliver(alertJSON(t, testID(i), "x"))
-			time.Sleep(time.Second)
+			time.Sleep(time.Second / 10 * time.Duration(1+i%4)) // 0.1 to 0.4 s apart
 		}
 		wg.Wait()
-		writes := rec.recorded()
-		if len(writes) == 0 {
-			t.Fatal("no writes")
+		writes := rec.recorded()[1:] // [0] is the handshake, before deadlines
+		if len(writes) != before-1+alerts {
+			t.Fatalf("%d writes after the handshake, want %d", len(writes), before-1+alerts)
 		}
-		for i, w := range writes[1:] { // [0] is the handshake, before deadlines
-			if got := w.deadline.Sub(w.at); got != wait {
-				t.Errorf("write %d: deadline %v after its start, want %v", i, got, wait)
+		deadlines := map[time.Time]bool{}
+		for i, w := range writes {
+			if got := w.deadline.Sub(w.at); got < wait-wait/10 || got > wait {
+				t.Errorf("write %d: deadline %v after its start, want %v to %v", i, got, wait-wait/10, wait)
 			}
+			deadlines[w.deadline] = true
+		}
+		if len(deadlines) >= len(writes) {
+			t.Errorf("%d deadlines set for %d writes, most within 0.3 s of the one before, want them shared", len(deadlines), len(writes))
 		}
 
 		// A client that reads nothing: its hello write blocks and fails at
