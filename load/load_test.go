@@ -1,10 +1,16 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"io"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/skywatch-dev/skywatch/internal/broker"
+	"github.com/skywatch-dev/skywatch/internal/broker/mempubsub"
+	"github.com/skywatch-dev/skywatch/internal/testkit"
 )
 
 func TestAlertTextRoundTrip(t *testing.T) {
@@ -71,5 +77,34 @@ func TestPaths(t *testing.T) {
 	firsts, spreads := p.split()
 	if !slices.Equal(firsts, []int64{30, 40, 50}) || !slices.Equal(spreads, []int64{0, 1, 6}) {
 		t.Fatalf("firsts %v spreads %v, want [30 40 50] [0 1 6]", firsts, spreads)
+	}
+}
+
+// The probe publishes and receives on a broker of its own (here the
+// in-memory one): take hands over what arrived since the last take, sorted,
+// and the subscription is gone after stop.
+func TestProbe(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	b := mempubsub.New(mempubsub.Config{})
+	p, err := startProbe(ctx, b, "probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int64
+	testkit.Eventually(t, "five probe messages", func() bool {
+		lat := p.take()
+		if !slices.IsSorted(lat) {
+			t.Errorf("take = %v, not sorted", lat)
+		}
+		got = append(got, lat...)
+		return len(got) >= 5
+	})
+	if slices.ContainsFunc(got, func(us int64) bool { return us < 0 || us > 10_000_000 }) {
+		t.Errorf("latencies %v µs: want each between 0 and 10 s", got)
+	}
+	cancel()
+	p.stop()
+	if err := b.CheckSubscription(context.Background(), "probe"); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("after stop, CheckSubscription = %v, want ErrNotFound", err)
 	}
 }

@@ -3,7 +3,8 @@
 // Pub/Sub emulator and relays on loopback, connects N WebSocket clients per
 // relay, publishes alerts from random clients at each rate of a sweep, and
 // reports latency (p50/p90/p99/max, and split into the broker's path and
-// the fan-out), delivered/expected, duplicates, closes
+// the fan-out, beside the broker's own latency measured apart),
+// delivered/expected, duplicates, closes
 // by code, and the relays' CPU per delivery and RSS per connection. It
 // prints a progress line per second and a JSON summary at the end.
 //

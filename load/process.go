@@ -29,6 +29,7 @@ type target struct {
 	// with the target unless shared (the emulator).
 	broker []*process
 	shared bool
+	probe  *probe // the broker measured on its own, when it is the emulator
 }
 
 func (t *target) stop() {

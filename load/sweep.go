@@ -233,11 +233,15 @@ type stepResult struct {
 	// FirstP50ms and FirstP99ms are over each alert's first delivery by
 	// each relay (the broker's path); SpreadP50ms and SpreadP99ms over each
 	// alert's last delivery by a relay minus its first (the fan-out).
-	FirstP50ms  float64        `json:"first_p50_ms"`
-	FirstP99ms  float64        `json:"first_p99_ms"`
-	SpreadP50ms float64        `json:"spread_p50_ms"`
-	SpreadP99ms float64        `json:"spread_p99_ms"`
-	Closes      map[string]int `json:"closes,omitempty"`
+	FirstP50ms  float64 `json:"first_p50_ms"`
+	FirstP99ms  float64 `json:"first_p99_ms"`
+	SpreadP50ms float64 `json:"spread_p50_ms"`
+	SpreadP99ms float64 `json:"spread_p99_ms"`
+	// BrokerAloneP50ms and BrokerAloneP99ms are the broker's own latency
+	// in the same seconds, measured apart from the relays (probe.go).
+	BrokerAloneP50ms float64        `json:"broker_alone_p50_ms,omitempty"`
+	BrokerAloneP99ms float64        `json:"broker_alone_p99_ms,omitempty"`
+	Closes           map[string]int `json:"closes,omitempty"`
 	// RelayCPUSeconds is the CPU the relays used during the step (hold and
 	// drain); CPUPerDeliveryUS divides it by the deliveries.
 	RelayCPUSeconds  float64 `json:"relay_cpu_seconds,omitempty"`
@@ -299,8 +303,8 @@ func sweep(ctx context.Context, tgt *target, o options, ss *systemSummary, stder
 		if st.Sustained {
 			ss.Sustained = rate
 		}
-		fmt.Fprintf(stderr, "%s %4d/s (+%d in bursts): delivered %d/%d dup %d  p50 %.1f p90 %.1f p99 %.1f max %.1f ms (first %.1f/%.1f, spread %.1f/%.1f)  refused %v closes %v  relay cpu %.2f µs/delivery (%.1f s), broker %.1f s, load tool %.1f s, in %.0f s  sustained=%v\n",
-			ss.Name, rate, st.AttackAlerts, st.Delivered, st.Expected, st.Duplicates, st.P50ms, st.P90ms, st.P99ms, st.MaxMs, st.FirstP50ms, st.FirstP99ms, st.SpreadP50ms, st.SpreadP99ms, st.Refused, st.Closes, st.CPUPerDeliveryUS, st.RelayCPUSeconds, st.BrokerCPUSeconds, st.LoadCPUSeconds, st.Seconds, st.Sustained)
+		fmt.Fprintf(stderr, "%s %4d/s (+%d in bursts): delivered %d/%d dup %d  p50 %.1f p90 %.1f p99 %.1f max %.1f ms (first %.1f/%.1f, spread %.1f/%.1f, broker alone %.1f/%.1f)  refused %v closes %v  relay cpu %.2f µs/delivery (%.1f s), broker %.1f s, load tool %.1f s, in %.0f s  sustained=%v\n",
+			ss.Name, rate, st.AttackAlerts, st.Delivered, st.Expected, st.Duplicates, st.P50ms, st.P90ms, st.P99ms, st.MaxMs, st.FirstP50ms, st.FirstP99ms, st.SpreadP50ms, st.SpreadP99ms, st.BrokerAloneP50ms, st.BrokerAloneP99ms, st.Refused, st.Closes, st.CPUPerDeliveryUS, st.RelayCPUSeconds, st.BrokerCPUSeconds, st.LoadCPUSeconds, st.Seconds, st.Sustained)
 	}
 	return nil
 }
@@ -368,6 +372,9 @@ func runStep(ctx context.Context, tgt *target, clients []*client, rec *recorder,
 		c.got = c.got[:0]
 		c.dups = 0
 		c.mu.Unlock()
+	}
+	if tgt.probe != nil {
+		tgt.probe.take() // the probe's figures of this step only
 	}
 	cpuBefore, _ := usageOf(tgt.procs)
 	brokerBefore, _ := usageOf(tgt.broker)
@@ -471,6 +478,10 @@ func runStep(ctx context.Context, tgt *target, clients []*client, rec *recorder,
 	st.Expected = int64(st.Sent-refused) * int64(st.Clients)
 	slices.Sort(lat)
 	st.P50ms, st.P90ms, st.P99ms = pct(lat, 50), pct(lat, 90), pct(lat, 99)
+	if tgt.probe != nil {
+		alone := tgt.probe.take()
+		st.BrokerAloneP50ms, st.BrokerAloneP99ms = pct(alone, 50), pct(alone, 99)
+	}
 	firsts, spreads := paths.split()
 	st.FirstP50ms, st.FirstP99ms = pct(firsts, 50), pct(firsts, 99)
 	st.SpreadP50ms, st.SpreadP99ms = pct(spreads, 50), pct(spreads, 99)
