@@ -356,11 +356,11 @@ func (c *client) kick() {
 // per burst costs about as much as waking a parked one, and idle
 // connections hold none.
 //
-// The write system call is made from this function's frame, three calls
-// deep in the standard library, and everything else it does is in calls
-// that return first: a new goroutine starts with a 2 KiB stack, and a
-// deeper writer grew it to 4 KiB on every burst (a profile at 50 alerts/s
-// put 16 % of the relay's CPU in runtime.newstack; docs/performance.md).
+// It calls writeBatch itself, and does everything else in calls that
+// return first, so the write system call is made on a shallow stack: a new
+// goroutine starts with 2 KiB, and a deeper writer grew it to 4 KiB on
+// every burst (a profile at 50 alerts/s put 16 % of the relay's CPU in
+// runtime.newstack; docs/performance.md).
 func (c *client) writeLoop() {
 	nc := writeConn(c.conn.NetConn())
 	var scratch []byte // for connections without writev
