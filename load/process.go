@@ -148,8 +148,10 @@ func buildRelay(ctx context.Context, out string) error {
 
 // emulator is Google's Pub/Sub emulator, started from its launcher script.
 type emulator struct {
-	host string
-	p    *process
+	host      string
+	p         *process
+	probe     *probe // the emulator measured on its own (probe.go)
+	stopProbe func()
 }
 
 func startEmulator(ctx context.Context, logDir string) (*emulator, error) {
@@ -172,15 +174,23 @@ func startEmulator(ctx context.Context, logDir string) (*emulator, error) {
 		p.stop()
 		return nil, err
 	}
+	if e.probe, e.stopProbe, err = probeEmulator(ctx, e.host); err != nil {
+		p.stop()
+		return nil, err
+	}
 	return e, nil
 }
 
-func (e *emulator) stop() { e.p.stop() }
+// stop stops the probe, then the emulator.
+func (e *emulator) stop() {
+	e.stopProbe()
+	e.p.stop()
+}
 
 // startRelays starts n relays from bin on the emulator, each with its own
 // alloc id (prefix-i), and waits until each is ready.
 func startRelays(ctx context.Context, bin string, n int, emu *emulator, prefix, logDir string) (*target, error) {
-	t := &target{proto: skywatchProto{}, broker: []*process{emu.p}, shared: true}
+	t := &target{proto: skywatchProto{}, broker: []*process{emu.p}, shared: true, probe: emu.probe}
 	emuHost := emu.host
 	for i := range n {
 		port, err := testkit.FreePort()

@@ -181,7 +181,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	var emu *emulator // started once, shared by every Skywatch system
-	var emuProbe *probe
 	defer func() {
 		if emu != nil {
 			emu.stop()
@@ -210,18 +209,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				if emu, err = startEmulator(ctx, tmp); err != nil {
 					return err
 				}
-				var stopProbe func()
-				if emuProbe, stopProbe, err = probeEmulator(ctx, emu.host); err != nil {
-					return err
-				}
-				defer stopProbe() // before the emulator stops
 			}
 			// A new alloc id per system: see the emulator quirk in
 			// docs/performance.md.
 			tgt, err = startRelays(ctx, sys.Path, o.relays, emu, fmt.Sprintf("load%d", i), tmp)
-			if tgt != nil {
-				tgt.probe = emuProbe
-			}
 		case "centrifugo":
 			tgt, err = startCentrifugo(ctx, sys.Path, o.relays, tmp)
 		}

@@ -303,8 +303,12 @@ func sweep(ctx context.Context, tgt *target, o options, ss *systemSummary, stder
 		if st.Sustained {
 			ss.Sustained = rate
 		}
-		fmt.Fprintf(stderr, "%s %4d/s (+%d in bursts): delivered %d/%d dup %d  p50 %.1f p90 %.1f p99 %.1f max %.1f ms (first %.1f/%.1f, spread %.1f/%.1f, broker alone %.1f/%.1f)  refused %v closes %v  relay cpu %.2f µs/delivery (%.1f s), broker %.1f s, load tool %.1f s, in %.0f s  sustained=%v\n",
-			ss.Name, rate, st.AttackAlerts, st.Delivered, st.Expected, st.Duplicates, st.P50ms, st.P90ms, st.P99ms, st.MaxMs, st.FirstP50ms, st.FirstP99ms, st.SpreadP50ms, st.SpreadP99ms, st.BrokerAloneP50ms, st.BrokerAloneP99ms, st.Refused, st.Closes, st.CPUPerDeliveryUS, st.RelayCPUSeconds, st.BrokerCPUSeconds, st.LoadCPUSeconds, st.Seconds, st.Sustained)
+		alone := "" // only where the broker is the emulator (probe.go)
+		if tgt.probe != nil {
+			alone = fmt.Sprintf(", broker alone %.1f/%.1f", st.BrokerAloneP50ms, st.BrokerAloneP99ms)
+		}
+		fmt.Fprintf(stderr, "%s %4d/s (+%d in bursts): delivered %d/%d dup %d  p50 %.1f p90 %.1f p99 %.1f max %.1f ms (first %.1f/%.1f, spread %.1f/%.1f%s)  refused %v closes %v  relay cpu %.2f µs/delivery (%.1f s), broker %.1f s, load tool %.1f s, in %.0f s  sustained=%v\n",
+			ss.Name, rate, st.AttackAlerts, st.Delivered, st.Expected, st.Duplicates, st.P50ms, st.P90ms, st.P99ms, st.MaxMs, st.FirstP50ms, st.FirstP99ms, st.SpreadP50ms, st.SpreadP99ms, alone, st.Refused, st.Closes, st.CPUPerDeliveryUS, st.RelayCPUSeconds, st.BrokerCPUSeconds, st.LoadCPUSeconds, st.Seconds, st.Sustained)
 	}
 	return nil
 }
