@@ -414,11 +414,10 @@ func TestWriteDelay(t *testing.T) {
 		// The client reads a frame each time the test lets it, so that the
 		// test can hold the writer inside a write.
 		readOne := make(chan struct{})
-		read := make(chan error, 1)
 		go func() {
 			for range readOne {
 				if _, err := readWSFrame(br); err != nil {
-					read <- err
+					t.Errorf("client read: %v", err)
 					return
 				}
 			}
