@@ -67,10 +67,10 @@ func TestPaths(t *testing.T) {
 		relay int
 		delivery
 	}{
-		{0, delivery{10, 30}}, {0, delivery{10, 36}}, {0, delivery{10, 31}}, // relay 0: 30, spread 6
-		{1, delivery{10, 50}}, {1, delivery{10, 51}}, // relay 1: 50, spread 1
-		{0, delivery{11, 40}}, // relay 0 alone: 40, spread 0
-		{1, delivery{9, 999}}, // an earlier step's
+		{0, delivery{seq: 10, sock: 30}}, {0, delivery{seq: 10, sock: 36}}, {0, delivery{seq: 10, sock: 31}}, // relay 0: 30, spread 6
+		{1, delivery{seq: 10, sock: 50}}, {1, delivery{seq: 10, sock: 51}}, // relay 1: 50, spread 1
+		{0, delivery{seq: 11, sock: 40}}, // relay 0 alone: 40, spread 0
+		{1, delivery{seq: 9, sock: 999}}, // an earlier step's
 	} {
 		p.add(d.relay, d.delivery)
 	}

@@ -113,6 +113,9 @@ type client struct {
 	proto proto
 	relay int        // index of its URL
 	wmu   sync.Mutex // writes: the publisher and pongs
+	// arrived, when the connection is stamped (stamp_linux.go), is when
+	// the data of its last read reached the socket, ns since the epoch.
+	arrived func() int64
 
 	mu   sync.Mutex
 	seen []uint64   // bitset of sequence numbers received
@@ -122,8 +125,9 @@ type client struct {
 
 // delivery is one alert received by one client.
 type delivery struct {
-	seq int
-	lat int64 // µs from the publisher's send to this client's read
+	seq  int
+	lat  int32 // µs from the publisher's send to this client's read
+	sock int32 // µs from the send to its arrival at the client's socket
 }
 
 // run is the client's reader; it ends when the connection does.
@@ -140,6 +144,12 @@ func (c *client) run(r *recorder) {
 			r.closed(err)
 			return
 		}
+		at := now // unstamped: timed when read
+		if c.arrived != nil {
+			if a := c.arrived(); a > 0 && a <= now {
+				at = a
+			}
+		}
 		data := buf.Bytes()
 		c.proto.parse(data, func(ev event) {
 			switch ev.kind {
@@ -154,7 +164,7 @@ func (c *client) run(r *recorder) {
 					c.dups++
 				} else {
 					c.seen[w] |= b
-					c.got = append(c.got, delivery{seq, (now - sent) / 1000})
+					c.got = append(c.got, delivery{seq, int32((now - sent) / 1000), int32((at - sent) / 1000)})
 				}
 				c.mu.Unlock()
 			case evAck:
@@ -230,9 +240,16 @@ type stepResult struct {
 	P90ms      float64        `json:"p90_ms"`
 	P99ms      float64        `json:"p99_ms"`
 	MaxMs      float64        `json:"max_ms"`
+	// SocketP50ms and SocketP99ms time the same deliveries when they
+	// reached the client's socket (the kernel's receive timestamp; Linux
+	// only) instead of when this tool read them: the clients share the
+	// machine with what they measure, and wait for it on a busy one.
+	SocketP50ms float64 `json:"socket_p50_ms,omitempty"`
+	SocketP99ms float64 `json:"socket_p99_ms,omitempty"`
 	// FirstP50ms and FirstP99ms are over each alert's first delivery by
 	// each relay (the broker's path); SpreadP50ms and SpreadP99ms over each
-	// alert's last delivery by a relay minus its first (the fan-out).
+	// alert's last delivery by a relay minus its first (the fan-out); both
+	// are timed at the socket where the kernel stamps arrivals.
 	FirstP50ms  float64 `json:"first_p50_ms"`
 	FirstP99ms  float64 `json:"first_p99_ms"`
 	SpreadP50ms float64 `json:"spread_p50_ms"`
@@ -307,8 +324,12 @@ func sweep(ctx context.Context, tgt *target, o options, ss *systemSummary, stder
 		if tgt.probe != nil {
 			alone = fmt.Sprintf(", broker alone %.1f/%.1f", st.BrokerAloneP50ms, st.BrokerAloneP99ms)
 		}
-		fmt.Fprintf(stderr, "%s %4d/s (+%d in bursts): delivered %d/%d dup %d  p50 %.1f p90 %.1f p99 %.1f max %.1f ms (first %.1f/%.1f, spread %.1f/%.1f%s)  refused %v closes %v  relay cpu %.2f µs/delivery (%.1f s), broker %.1f s, load tool %.1f s, in %.0f s  sustained=%v\n",
-			ss.Name, rate, st.AttackAlerts, st.Delivered, st.Expected, st.Duplicates, st.P50ms, st.P90ms, st.P99ms, st.MaxMs, st.FirstP50ms, st.FirstP99ms, st.SpreadP50ms, st.SpreadP99ms, alone, st.Refused, st.Closes, st.CPUPerDeliveryUS, st.RelayCPUSeconds, st.BrokerCPUSeconds, st.LoadCPUSeconds, st.Seconds, st.Sustained)
+		socket := "" // only where the kernel stamps (stamp_linux.go)
+		if st.SocketP99ms > 0 {
+			socket = fmt.Sprintf("at the socket %.1f/%.1f, ", st.SocketP50ms, st.SocketP99ms)
+		}
+		fmt.Fprintf(stderr, "%s %4d/s (+%d in bursts): delivered %d/%d dup %d  p50 %.1f p90 %.1f p99 %.1f max %.1f ms (%sfirst %.1f/%.1f, spread %.1f/%.1f%s)  refused %v closes %v  relay cpu %.2f µs/delivery (%.1f s), broker %.1f s, load tool %.1f s, in %.0f s  sustained=%v\n",
+			ss.Name, rate, st.AttackAlerts, st.Delivered, st.Expected, st.Duplicates, st.P50ms, st.P90ms, st.P99ms, st.MaxMs, socket, st.FirstP50ms, st.FirstP99ms, st.SpreadP50ms, st.SpreadP99ms, alone, st.Refused, st.Closes, st.CPUPerDeliveryUS, st.RelayCPUSeconds, st.BrokerCPUSeconds, st.LoadCPUSeconds, st.Seconds, st.Sustained)
 	}
 	return nil
 }
@@ -317,7 +338,8 @@ func connect(ctx context.Context, tgt *target, perURL, maxSeq int, rec *recorder
 	// A read buffer that holds a relay's coalesced write whole: one read
 	// system call per batch keeps the clients' CPU (which shares the
 	// machine with the relays) low.
-	d := &websocket.Dialer{HandshakeTimeout: 30 * time.Second, ReadBufferSize: 16 << 10, WriteBufferSize: 512}
+	d := &websocket.Dialer{HandshakeTimeout: 30 * time.Second, ReadBufferSize: 16 << 10, WriteBufferSize: 512,
+		NetDialContext: dialStamped}
 	total := perURL * len(tgt.urls)
 	clients := make([]*client, total)
 	var next atomic.Int64
@@ -341,6 +363,9 @@ func connect(ctx context.Context, tgt *target, perURL, maxSeq int, rec *recorder
 					continue
 				}
 				c := &client{conn: conn, proto: tgt.proto, relay: i % len(tgt.urls), seen: make([]uint64, maxSeq/64+1)}
+				if sc, ok := conn.NetConn().(interface{ arrived() int64 }); ok {
+					c.arrived = sc.arrived
+				}
 				clients[i] = c
 				rec.alive.Add(1)
 				go c.run(rec)
@@ -461,12 +486,15 @@ func runStep(ctx context.Context, tgt *target, clients []*client, rec *recorder,
 	st.Closes = diffMap(rec.closes, closesBefore)
 	rec.mu.Unlock()
 
-	var lat []int64
+	var lat, sock []int64
+	stamped := false
 	paths := newPaths(first, *seq, len(tgt.urls))
 	for _, c := range clients {
 		c.mu.Lock()
+		stamped = stamped || c.arrived != nil
 		for _, d := range c.got {
-			lat = append(lat, d.lat)
+			lat = append(lat, int64(d.lat))
+			sock = append(sock, int64(d.sock))
 			paths.add(c.relay, d)
 		}
 		st.Duplicates += c.dups
@@ -482,6 +510,10 @@ func runStep(ctx context.Context, tgt *target, clients []*client, rec *recorder,
 	st.Expected = int64(st.Sent-refused) * int64(st.Clients)
 	slices.Sort(lat)
 	st.P50ms, st.P90ms, st.P99ms = pct(lat, 50), pct(lat, 90), pct(lat, 99)
+	if stamped {
+		slices.Sort(sock)
+		st.SocketP50ms, st.SocketP99ms = pct(sock, 50), pct(sock, 99)
+	}
 	if tgt.probe != nil {
 		alone := tgt.probe.take()
 		st.BrokerAloneP50ms, st.BrokerAloneP99ms = pct(alone, 50), pct(alone, 99)
@@ -507,8 +539,9 @@ func runStep(ctx context.Context, tgt *target, clients []*client, rec *recorder,
 // paths splits each delivery's latency in two, per alert and relay: the
 // alert's first delivery by that relay is the broker's path (the publish,
 // the broker, the relay's receive and one write); its last delivery minus
-// its first is the relay's fan-out (and the clients' reading). The two tell
-// a slow broker from a slow relay, or from a slow load tool.
+// its first is the relay's fan-out (and the clients' reading, where the
+// kernel does not stamp arrivals: stamp_linux.go). The two tell a slow
+// broker from a slow relay, or from a slow load tool.
 type paths struct {
 	first, relays    int
 	earliest, latest []int64 // per alert and relay, µs
@@ -528,8 +561,8 @@ func (p *paths) add(relay int, d delivery) {
 	if d.seq < p.first || i >= len(p.earliest) {
 		return // an earlier step's alert, delivered late
 	}
-	p.earliest[i] = min(p.earliest[i], d.lat)
-	p.latest[i] = max(p.latest[i], d.lat)
+	p.earliest[i] = min(p.earliest[i], int64(d.sock))
+	p.latest[i] = max(p.latest[i], int64(d.sock))
 }
 
 // split returns the first deliveries and the fan-out spreads, each sorted,
