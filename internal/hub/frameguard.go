@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync"
 	"syscall"
 
 	"github.com/gorilla/websocket"
@@ -89,6 +90,10 @@ type guardedConn struct {
 	br     *bufio.Reader   // gorilla's reader on this connection
 	raw    syscall.RawConn // nil if the connection has no descriptor
 	fd     int32           // raw's descriptor, -1 if none
+	// partial is held from a pump's write that the socket took only in part
+	// until its rest is written (client.writeFirst), and by gorilla's own
+	// writes (Write), so that nothing lands inside that frame.
+	partial sync.Mutex
 	// armed and unparked belong to the parking lot (park_linux.go), under
 	// its lock: the descriptor is in its epoll set; the connection is
 	// closing and must not park again.
@@ -99,6 +104,14 @@ type guardedConn struct {
 	skip      uint64   // payload bytes left in the current frame
 	msgFrames int      // frames of the current data message
 	err       error    // sticky
+}
+
+// Write is gorilla's: pings, close frames, the close 1009 on an oversized
+// client frame. The writer's frames go beneath the guard (writeConn).
+func (g *guardedConn) Write(p []byte) (int, error) {
+	g.partial.Lock()
+	defer g.partial.Unlock()
+	return g.Conn.Write(p)
 }
 
 func (g *guardedConn) Read(p []byte) (int, error) {

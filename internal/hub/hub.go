@@ -441,11 +441,15 @@ func (h *Hub) broadcast(f []byte) {
 // slow, the clients that cannot take it. It returns how many took it.
 func (h *Hub) fanOut(f []byte) (delivered int) {
 	var dropped, slow int
+	var starters []*client
 	now := time.Now()
 	h.mu.RLock()
 	for c := range h.clients {
-		if c.push(f, now) {
+		if start, ok := c.enqueue(f, now); ok {
 			delivered++
+			if start {
+				starters = append(starters, c)
+			}
 			continue
 		}
 		if c.isDone() {
@@ -457,6 +461,7 @@ func (h *Hub) fanOut(f []byte) (delivered int) {
 		}
 	}
 	h.mu.RUnlock()
+	startWriters(starters)
 	if dropped > 0 {
 		h.m.dropped.Add(float64(dropped))
 		h.m.slowCloses.Add(float64(slow))

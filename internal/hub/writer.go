@@ -20,14 +20,18 @@ import (
 // the kernel in one writev. (The Upgrader negotiates no compression, so a
 // frame is sent as built.)
 //
-// Every write to the connection after the upgrade comes from the writer
-// goroutine, so nothing can land inside a data frame: pings and the close
-// frame are written by the writer between drains, and pongs to the client's
-// pings are queued as frames (see client.readPump). The one exception is
-// gorilla's own close 1009 on an oversized client frame, written by the
-// reader; the kernel takes each write whole (Go holds the socket's write
-// lock for the full write), so it can only follow a data frame, except after
-// a write that failed half-way, which closes the connection at once.
+// Every write to the connection after the upgrade comes from the client's
+// writer (a broadcast's pump, or the writer goroutine it hands over to; one
+// at a time, as the queue is claimed), so nothing can land inside a data
+// frame: pings and the close frame are written by the writer between
+// drains, and pongs to the client's pings are queued as frames (see
+// client.readPump). The one exception is gorilla's own close 1009 on an
+// oversized client frame, written by the reader; the kernel takes each
+// blocking write whole (Go holds the socket's write lock for the full
+// write), and gorilla's writes wait while a pump's write that the socket
+// took only in part waits for its rest (guardedConn.partial), so it can only
+// follow a data frame, except after a write that failed half-way, which
+// closes the connection at once.
 
 // textFrame returns payload as one unmasked, final server text frame.
 func textFrame(payload []byte) []byte {
@@ -72,7 +76,8 @@ type queue struct {
 	// the server chose to send it (hello, a resume's replay), so it does
 	// not count against the client when push judges it too slow.
 	allowance int
-	// running is true while a writer goroutine runs, and for good once it
+	// running is true while the client has a writer (a pump or a writer
+	// goroutine; push's start hands it to the caller), and for good once it
 	// has closed the connection.
 	running bool
 	closed  bool // the client is closing: push refuses, nothing is kept
