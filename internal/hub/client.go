@@ -528,8 +528,9 @@ const pumpChunk = 128
 // the whole batch, or that needs more (a ping, its close), gets a writer
 // goroutine, which finishes the job as before. Measured against a goroutine
 // per client (docs/performance.md): 10 % less relay CPU per delivery at 50
-// alerts/s under `make load`, 11–39 % less in BenchmarkFanOut and
-// BenchmarkFanOutBurst; the write system call is now two thirds of it.
+// alerts/s under `make load` in one run and 22 % in another, 10–30 % less
+// in BenchmarkFanOut and BenchmarkFanOutBurst; the write system call is
+// now two thirds of it.
 func startWriters(cs []*client) {
 	for len(cs) > 0 {
 		n := min(len(cs), pumpChunk)
