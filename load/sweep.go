@@ -487,14 +487,15 @@ func runStep(ctx context.Context, tgt *target, clients []*client, rec *recorder,
 	rec.mu.Unlock()
 
 	var lat, sock []int64
-	stamped := false
+	stamped := slices.ContainsFunc(clients, func(c *client) bool { return c.arrived != nil })
 	paths := newPaths(first, *seq, len(tgt.urls))
 	for _, c := range clients {
 		c.mu.Lock()
-		stamped = stamped || c.arrived != nil
 		for _, d := range c.got {
 			lat = append(lat, int64(d.lat))
-			sock = append(sock, int64(d.sock))
+			if stamped {
+				sock = append(sock, int64(d.sock))
+			}
 			paths.add(c.relay, d)
 		}
 		st.Duplicates += c.dups
@@ -510,10 +511,8 @@ func runStep(ctx context.Context, tgt *target, clients []*client, rec *recorder,
 	st.Expected = int64(st.Sent-refused) * int64(st.Clients)
 	slices.Sort(lat)
 	st.P50ms, st.P90ms, st.P99ms = pct(lat, 50), pct(lat, 90), pct(lat, 99)
-	if stamped {
-		slices.Sort(sock)
-		st.SocketP50ms, st.SocketP99ms = pct(sock, 50), pct(sock, 99)
-	}
+	slices.Sort(sock)
+	st.SocketP50ms, st.SocketP99ms = pct(sock, 50), pct(sock, 99) // 0 unstamped
 	if tgt.probe != nil {
 		alone := tgt.probe.take()
 		st.BrokerAloneP50ms, st.BrokerAloneP99ms = pct(alone, 50), pct(alone, 99)
