@@ -521,38 +521,32 @@ func (c *client) closeConn() error {
 // many clients gets a pump per chunk, so every core can take part.
 const pumpChunk = 128
 
-// startWriters makes the first write of clients whose writer was not
-// running, for one broadcast. Instead of a goroutine per client (created,
-// scheduled twice, ended), a pump per chunk of clients writes to each in
-// turn without waiting (tryWrite); only a client whose socket does not take
-// the whole batch, or that needs more (a ping, its close), gets a writer
-// goroutine, which finishes the job as before. Measured against a goroutine
-// per client (docs/performance.md): 10 % less relay CPU per delivery at 50
-// alerts/s under `make load` in one run and 22 % in another, 10–30 % less
-// in BenchmarkFanOut and BenchmarkFanOutBurst; the write system call is
-// now two thirds of it.
-func startWriters(cs []*client) {
-	for len(cs) > 0 {
-		n := min(len(cs), pumpChunk)
-		go pump(cs[:n:n])
-		cs = cs[n:]
-	}
-}
-
-// pump writes to each client what it has queued. It lets the goroutines
-// already runnable go first, as a woken writer does (gather): the rest of a
-// batch of messages that arrived together queues its frames meanwhile.
+// pump makes the first write of clients whose writer was not running, for
+// one broadcast (fanOut hands it up to pumpChunk of them). Instead of a
+// goroutine per client (created, scheduled twice, ended), it writes to each
+// in turn without waiting (tryWriter); only a client whose socket does not
+// take the whole batch, or that needs more (a ping, its close), gets a
+// writer goroutine, which finishes the job as before. Measured against a
+// goroutine per client (docs/performance.md): 10 % less relay CPU per
+// delivery at 50 alerts/s under `make load` in one run and 22 % in another,
+// 10–30 % less in BenchmarkFanOut and BenchmarkFanOutBurst; the write
+// system call is now two thirds of it.
+//
+// It first lets the goroutines already runnable go, as a woken writer does
+// (gather): the rest of a batch of messages that arrived together queues
+// its frames meanwhile.
 func pump(cs []*client) {
 	runtime.Gosched()
+	w := newTryWriter()
 	for _, c := range cs {
-		c.writeFirst()
+		c.writeFirst(w)
 	}
 }
 
 // writeFirst is the first drain of a writer woken from idle, made by a pump
 // without waiting on the client. The pump owns the client's writing (the
 // queue is claimed) until it releases it or hands it to a writer goroutine.
-func (c *client) writeFirst() {
+func (c *client) writeFirst(w *tryWriter) {
 	g, _ := c.conn.NetConn().(*guardedConn)
 	if !canPump || g == nil || g.raw == nil || c.pingDue.Load() || c.isDone() {
 		go c.writeLoop(true)
@@ -570,7 +564,7 @@ func (c *client) writeFirst() {
 	var n int
 	err := c.armWrite(g.Conn)
 	if err == nil && total > 0 {
-		n, err = tryWrite(g.raw, batch)
+		n, err = w.try(g.raw, batch)
 	}
 	switch {
 	case err != nil:

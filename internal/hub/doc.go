@@ -11,13 +11,15 @@
 //
 // Per connection there is a reader goroutine only while the client sends
 // something (on Linux an idle connection is parked in one epoll set and
-// holds none, park_linux.go) and a writer goroutine only while a client
-// has more to read than its socket takes at once. Deliver encodes an alert
-// once, as a ready-made WebSocket frame shared by every client, and appends
-// it to each client's queue without blocking; a pump per chunk of clients
-// then sends each client everything queued in one system call that never
-// waits, and hands only what a socket did not take to a writer goroutine. A client with too much left unread (bytes, or the age of its
-// oldest unread frame) is closed as too slow rather than stalling the others.
+// holds none, park_linux.go) and a writer goroutine only while it has more
+// to write than its socket took at once, or frames of its own (answers,
+// pongs). Deliver encodes an alert once, as a ready-made WebSocket frame
+// shared by every client, and appends it to each client's queue without
+// blocking; a pump per chunk of clients then sends each client everything
+// queued in one system call that never waits, and hands only what a socket
+// did not take to a writer goroutine. A client with too much left unread
+// (bytes, or the age of its oldest unread frame) is closed as too slow
+// rather than stalling the others.
 //
 // Every alert broadcast is also kept in a bounded history (internal/history),
 // so a client that reconnects with /ws?since= gets what it missed before the

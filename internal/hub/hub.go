@@ -441,14 +441,20 @@ func (h *Hub) broadcast(f []byte) {
 // slow, the clients that cannot take it. It returns how many took it.
 func (h *Hub) fanOut(f []byte) (delivered int) {
 	var dropped, slow int
-	var starters []*client
+	var idle []*client // clients whose writer a pump starts, up to pumpChunk
 	now := time.Now()
 	h.mu.RLock()
 	for c := range h.clients {
 		if start, ok := c.enqueue(f, now); ok {
 			delivered++
 			if start {
-				starters = append(starters, c)
+				if idle == nil {
+					idle = make([]*client, 0, pumpChunk)
+				}
+				if idle = append(idle, c); len(idle) == pumpChunk {
+					go pump(idle)
+					idle = nil
+				}
 			}
 			continue
 		}
@@ -461,7 +467,9 @@ func (h *Hub) fanOut(f []byte) (delivered int) {
 		}
 	}
 	h.mu.RUnlock()
-	startWriters(starters)
+	if idle != nil {
+		go pump(idle)
+	}
 	if dropped > 0 {
 		h.m.dropped.Add(float64(dropped))
 		h.m.slowCloses.Add(float64(slow))

@@ -7,10 +7,14 @@ import (
 	"syscall"
 )
 
-// canPump is false: tryWrite is unix's (trywrite_unix.go), so elsewhere
+// canPump is false: tryWriter is unix's (trywrite_unix.go), so elsewhere
 // every write is the writer goroutine's.
 const canPump = false
 
-func tryWrite(syscall.RawConn, [][]byte) (int, error) {
+type tryWriter struct{}
+
+func newTryWriter() *tryWriter { return nil }
+
+func (*tryWriter) try(syscall.RawConn, [][]byte) (int, error) {
 	return 0, errors.ErrUnsupported
 }
