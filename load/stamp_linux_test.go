@@ -62,7 +62,12 @@ func TestStampedRead(t *testing.T) {
 	if err != nil || string(buf[:n]) != "hello" {
 		t.Fatalf("read %q, %v; want hello", buf[:n], err)
 	}
-	if at := sc.arrived(); at < before || at > waiting {
+	// Some kernels take the option and never stamp (gVisor): the tool
+	// then times deliveries at read and reports no socket figures.
+	switch at := sc.arrived(); {
+	case at == 0:
+		t.Log("this kernel gives no receive timestamp: deliveries are timed when read")
+	case at < before || at > waiting:
 		t.Errorf("stamp %d is not between the write (%d) and the data's wait in the socket (%d)", at, before, waiting)
 	}
 

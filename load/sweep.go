@@ -117,17 +117,18 @@ type client struct {
 	// the data of its last read reached the socket, ns since the epoch.
 	arrived func() int64
 
-	mu   sync.Mutex
-	seen []uint64   // bitset of sequence numbers received
-	got  []delivery // this step's deliveries
-	dups int
+	mu      sync.Mutex
+	seen    []uint64   // bitset of sequence numbers received
+	got     []delivery // this step's deliveries
+	dups    int
+	stamped bool // the kernel has stamped a read: sock is the socket's time
 }
 
 // delivery is one alert received by one client.
 type delivery struct {
 	seq  int
 	lat  int32 // µs from the publisher's send to this client's read
-	sock int32 // µs from the send to its arrival at the client's socket
+	sock int32 // µs from the send to its arrival at the client's socket (its read, unstamped)
 }
 
 // run is the client's reader; it ends when the connection does.
@@ -144,10 +145,11 @@ func (c *client) run(r *recorder) {
 			r.closed(err)
 			return
 		}
-		at := now // unstamped: timed when read
+		at, stamped := now, false // unstamped: timed when read
 		if c.arrived != nil {
+			// Some kernels take SO_TIMESTAMPNS and never stamp (gVisor).
 			if a := c.arrived(); a > 0 && a <= now {
-				at = a
+				at, stamped = a, true
 			}
 		}
 		data := buf.Bytes()
@@ -165,6 +167,7 @@ func (c *client) run(r *recorder) {
 				} else {
 					c.seen[w] |= b
 					c.got = append(c.got, delivery{seq, int32((now - sent) / 1000), int32((at - sent) / 1000)})
+					c.stamped = c.stamped || stamped
 				}
 				c.mu.Unlock()
 			case evAck:
@@ -487,13 +490,12 @@ func runStep(ctx context.Context, tgt *target, clients []*client, rec *recorder,
 	rec.mu.Unlock()
 
 	var lat, sock []int64
-	stamped := slices.ContainsFunc(clients, func(c *client) bool { return c.arrived != nil })
 	paths := newPaths(first, *seq, len(tgt.urls))
 	for _, c := range clients {
 		c.mu.Lock()
 		for _, d := range c.got {
 			lat = append(lat, int64(d.lat))
-			if stamped {
+			if c.stamped {
 				sock = append(sock, int64(d.sock))
 			}
 			paths.add(c.relay, d)
