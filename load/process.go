@@ -154,7 +154,8 @@ type emulator struct {
 	stopProbe func()
 }
 
-func startEmulator(ctx context.Context, logDir string) (*emulator, error) {
+// startEmulator starts the emulator and, with probe, the probe beside it.
+func startEmulator(ctx context.Context, logDir string, probe bool) (*emulator, error) {
 	launcher, err := pubsubemu.Find()
 	if err != nil {
 		return nil, err
@@ -173,6 +174,10 @@ func startEmulator(ctx context.Context, logDir string) (*emulator, error) {
 	if err := waitHTTP(ctx, "http://"+e.host+"/", p); err != nil {
 		p.stop()
 		return nil, err
+	}
+	e.stopProbe = func() {}
+	if !probe {
+		return e, nil
 	}
 	if e.probe, e.stopProbe, err = probeEmulator(ctx, e.host); err != nil {
 		p.stop()

@@ -33,6 +33,7 @@ type options struct {
 	systems []system // what to load, one after the other
 	remote  bool
 	jsonOut string
+	probe   bool // measure the emulator on its own beside the relays (probe.go)
 	// attackSenders connections send attackBurst alerts at once, every
 	// second of each rate (the burst attack of issue 9).
 	attackSenders, attackBurst int
@@ -62,6 +63,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&urls, "url", "", "ws:// or wss:// URLs of running relays' /ws, comma-separated, instead of starting any")
 	fs.BoolVar(&o.remote, "remote", false, "allow -url targets that are not on loopback")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the JSON summary to this file")
+	fs.BoolVar(&o.probe, "probe", true, "also publish 50 alerts/s to a topic of the emulator's own and report its latency (\"broker alone\"); the probe is load on the emulator too")
 	fs.IntVar(&o.attackSenders, "attack", 0, "every second, this many random clients send -attack-burst alerts at once, on top of the rate")
 	fs.IntVar(&o.attackBurst, "attack-burst", 10, "alerts per attacking client (the relay's default burst is 10)")
 	if err := fs.Parse(args); err != nil {
@@ -173,7 +175,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Options: map[string]any{
 			"relays": o.relays, "clients_per_relay": o.clients, "rates": o.rates,
 			"hold": o.hold.String(), "drain": o.drain.String(),
-			"attack": o.attackSenders, "attack_burst": o.attackBurst,
+			"attack": o.attackSenders, "attack_burst": o.attackBurst, "probe": o.probe,
 		},
 	}
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
@@ -206,7 +208,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 			if emu == nil {
 				fmt.Fprintln(stderr, "starting the Pub/Sub emulator …")
-				if emu, err = startEmulator(ctx, tmp); err != nil {
+				if emu, err = startEmulator(ctx, tmp, o.probe); err != nil {
 					return err
 				}
 			}
