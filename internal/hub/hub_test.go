@@ -481,7 +481,7 @@ func TestOrigin(t *testing.T) {
 }
 
 func TestPing(t *testing.T) {
-	// Pings every 1.35s; each pong must come back within the 150ms left
+	// Pings every 0.75s; each pong must come back within the 0.75s left
 	// before the read deadline, generous even on a loaded machine.
 	const pongWait = 1500 * time.Millisecond
 
@@ -504,9 +504,9 @@ func TestPing(t *testing.T) {
 				frames <- f
 			}
 		}()
-		// Two pings span 1.8 × PongWait: without the pongs extending the
+		// Three pings span 1.5 × PongWait: without the pongs extending the
 		// read deadline the server would have dropped the client by now.
-		for range 2 {
+		for range 3 {
 			select {
 			case <-pings:
 			case <-time.After(waitFor):

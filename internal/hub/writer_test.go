@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -107,9 +108,12 @@ func readWSFrame(r io.Reader) (wsFrame, error) {
 }
 
 // clientPing writes a masked ping frame, as a client must.
-func clientPing(w io.Writer, data string) error {
+func clientPing(w io.Writer, data string) error { return clientControl(w, 0x9, data) }
+
+// clientControl writes a masked control frame of opcode op.
+func clientControl(w io.Writer, op byte, data string) error {
 	key := [4]byte{1, 2, 3, 4}
-	b := []byte{0x89, 0x80 | byte(len(data))}
+	b := []byte{0x80 | op, 0x80 | byte(len(data))}
 	b = append(b, key[:]...)
 	for i := range len(data) {
 		b = append(b, data[i]^key[i%4])
@@ -294,6 +298,53 @@ func TestWriterPingsBetweenBatches(t *testing.T) {
 			t.Fatal("the server never pinged")
 		}
 		checkWholeFrames(t, rec.recorded()[1:])
+	})
+}
+
+// TestLatePongsKeepClient: a client that is behind on its reads answers
+// each ping late, by as much as the too-slow policy lets it lag (the
+// default MaxQueueAge). The relay must not take it for a silent client.
+func TestLatePongsKeepClient(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := New(Config{WriteDelay: -1}, &loopback{}) // the default PongWait
+		defer h.Close(context.Background())
+		br, cli, _ := pipeConn(t, h)
+		lag := h.cfg.MaxQueueAge
+		var wmu sync.Mutex
+		var pings atomic.Int32
+		lost := make(chan error, 1)
+		go func() {
+			for {
+				f, err := readWSFrame(br)
+				if err != nil {
+					lost <- err
+					return
+				}
+				if f.op == 0x9 {
+					pings.Add(1)
+					data := string(f.payload)
+					time.AfterFunc(lag, func() {
+						wmu.Lock()
+						defer wmu.Unlock()
+						_ = clientControl(cli, 0xA, data)
+					})
+				}
+			}
+		}()
+		time.Sleep(5 * time.Minute)
+		synctest.Wait()
+		select {
+		case err := <-lost:
+			t.Fatalf("after %d pings answered %v late, the relay hung up: %v", pings.Load(), lag, err)
+		default:
+		}
+		if n := pings.Load(); n < 5 || h.Clients() != 1 {
+			t.Fatalf("%d pings in 5 minutes, %d clients; want pings and the client kept", n, h.Clients())
+		}
+		wmu.Lock()
+		cli.Close()
+		wmu.Unlock()
+		<-lost
 	})
 }
 

@@ -11,7 +11,7 @@ import (
 // Limits of plain HTTP connections. Without an idle timeout, 3,000 idle
 // keep-alive connections once stayed open 70 s at about 20 KB each, counted
 // nowhere. WebSockets are not affected: once hijacked, a connection is the
-// hub's, which sets its own deadlines (pings every 27 s).
+// hub's, which sets its own deadlines (pings every 15 s).
 const (
 	// idleTimeout closes a keep-alive connection that sends no new request;
 	// browsers and Fly's proxy simply open another.
