@@ -17,6 +17,7 @@ import (
 
 	"github.com/skywatch-dev/skywatch/internal/api"
 	"github.com/skywatch-dev/skywatch/internal/broker"
+	"github.com/skywatch-dev/skywatch/internal/broker/gcppubsub"
 	"github.com/skywatch-dev/skywatch/internal/fleet"
 	"github.com/skywatch-dev/skywatch/internal/hub"
 	"github.com/skywatch-dev/skywatch/internal/iplimit"
@@ -49,7 +50,9 @@ type config struct {
 	// PublishTimeout bounds one publish, in the hub and in the Pub/Sub
 	// client alike (which needs it up front).
 	PublishTimeout time.Duration
-	LogFormat      string
+	// PullStreams is gcppubsub.Config.Streams; zero means its default.
+	PullStreams int
+	LogFormat   string
 	// HeartbeatInterval and OrphanAfter tune the fleet; zero means its
 	// defaults.
 	HeartbeatInterval time.Duration
@@ -166,6 +169,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 	c.SlowBytes = count(getenv, names.EnvSlowClientBytes, &errs)
 	c.SlowAge = duration(getenv, names.EnvSlowClientAge, &errs)
 	c.WriteDelay = duration(getenv, names.EnvWriteDelay, &errs)
+	if c.PullStreams = count(getenv, names.EnvPullStreams, &errs); c.PullStreams > gcppubsub.MaxStreams {
+		errs = append(errs, fmt.Errorf("%s %d: want at most %d", names.EnvPullStreams, c.PullStreams, gcppubsub.MaxStreams))
+	}
 	c.HistorySize = count(getenv, names.EnvHistorySize, &errs)
 	c.HistoryAge = duration(getenv, names.EnvHistoryAge, &errs)
 	c.ResumeMargin = duration(getenv, names.EnvResumeMargin, &errs)

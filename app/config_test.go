@@ -53,7 +53,7 @@ func TestConfigValues(t *testing.T) {
 	c, err := loadConfig(env(map[string]string{
 		"PORT": "9000", "FLY_ALLOC_ID": "abc", "FLY_REGION": "ams", "PUBSUB_TOPIC": "T",
 		"ALLOWED_ORIGINS": " https://a.example/ , https://b.example", "ALERT_RATE": "2.5", "ALERT_BURST": "4",
-		"LOG_FORMAT": "json",
+		"LOG_FORMAT": "json", "PUBSUB_STREAMS": "2",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -64,14 +64,15 @@ func TestConfigValues(t *testing.T) {
 	if strings.Join(c.AllowedOrigins, "|") != "https://a.example|https://b.example" {
 		t.Errorf("origins = %q", c.AllowedOrigins)
 	}
-	if c.RateLimit != rate.Limit(2.5) || c.RateBurst != 4 || c.LogFormat != "json" {
-		t.Errorf("rate %v burst %d log %s", c.RateLimit, c.RateBurst, c.LogFormat)
+	if c.RateLimit != rate.Limit(2.5) || c.RateBurst != 4 || c.LogFormat != "json" || c.PullStreams != 2 {
+		t.Errorf("rate %v burst %d log %s streams %d", c.RateLimit, c.RateBurst, c.LogFormat, c.PullStreams)
 	}
 }
 
 func TestConfigErrorsNameTheVariable(t *testing.T) {
 	for name, val := range map[string]string{
 		"PORT": "http", "ALERT_RATE": "-1", "ALERT_BURST": "0", "LOG_FORMAT": "xml", "GCP_SERVICE_ACCOUNT_KEY": "not a key!",
+		"PUBSUB_STREAMS": "17",
 	} {
 		_, err := loadConfig(env(map[string]string{name: val}))
 		if err == nil || !strings.Contains(err.Error(), name) {

@@ -112,6 +112,7 @@ func openBroker(cfg config, log *slog.Logger) (broker.Broker, func(), error) {
 		TopicID:        cfg.Topic,
 		EmulatorHost:   cfg.EmulatorHost,
 		PublishTimeout: cfg.PublishTimeout,
+		Streams:        cfg.PullStreams,
 	}
 	auth := "application default credentials"
 	switch {

@@ -29,6 +29,7 @@ const (
 	EnvEmulatorHost       = "PUBSUB_EMULATOR_HOST"
 	EnvTopic              = "PUBSUB_TOPIC"
 	EnvSubscriptionPrefix = "PUBSUB_SUBSCRIPTION_PREFIX"
+	EnvPullStreams        = "PUBSUB_STREAMS"          // pull streams per subscription
 	EnvServiceAccountKey  = "GCP_SERVICE_ACCOUNT_KEY" // secret
 	EnvAllowedOrigins     = "ALLOWED_ORIGINS"
 	EnvAlertRate          = "ALERT_RATE"

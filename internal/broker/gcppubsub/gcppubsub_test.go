@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -218,10 +220,65 @@ func TestConfigRequired(t *testing.T) {
 	for _, cfg := range []gcppubsub.Config{
 		{TopicID: "alerts", EmulatorHost: "127.0.0.1:1"},
 		{ProjectID: project, EmulatorHost: "127.0.0.1:1"},
+		{ProjectID: project, TopicID: "alerts", EmulatorHost: "127.0.0.1:1", Streams: -1},
+		{ProjectID: project, TopicID: "alerts", EmulatorHost: "127.0.0.1:1", Streams: gcppubsub.MaxStreams + 1},
 	} {
 		if _, err := gcppubsub.New(t.Context(), cfg); err == nil {
 			t.Errorf("New(%+v): nil error, want one", cfg)
 		}
+	}
+}
+
+// TestStreams: Receive opens Config.Streams pull streams (DefaultStreams
+// when zero), and a message published once still arrives once.
+func TestStreams(t *testing.T) {
+	srv := newServer(t)
+	for _, tt := range []struct {
+		streams, want int
+	}{{0, gcppubsub.DefaultStreams}, {1, 1}, {3, 3}} {
+		t.Run(fmt.Sprint(tt.streams), func(t *testing.T) {
+			var opened atomic.Int32
+			count := grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+				if strings.HasSuffix(method, "/StreamingPull") {
+					opened.Add(1)
+				}
+				return streamer(ctx, desc, cc, method, opts...)
+			})
+			topic := fmt.Sprintf("streams-%d", tt.streams)
+			b := newBroker(t, gcppubsub.Config{ProjectID: project, TopicID: topic, EmulatorHost: srv.Addr,
+				Streams: tt.streams, ClientOptions: []option.ClientOption{option.WithGRPCDialOption(count)}})
+			if err := b.CreateSubscription(t.Context(), topic); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			got := make(chan string, 4)
+			done := make(chan error, 1)
+			go func() {
+				done <- b.Receive(ctx, topic, func(m broker.Message) { got <- string(m.Data) })
+			}()
+			if err := b.Publish(t.Context(), broker.Message{Data: []byte("one")}); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case m := <-got:
+				if m != "one" {
+					t.Fatalf("received %q, want one", m)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("nothing received")
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if n := int(opened.Load()); n != tt.want {
+				t.Errorf("Receive opened %d pull streams, want %d", n, tt.want)
+			}
+			close(got)
+			for m := range got {
+				t.Errorf("received %q again", m)
+			}
+		})
 	}
 }
 
