@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -140,7 +141,8 @@ func openBroker(cfg config, log *slog.Logger) (broker.Broker, func(), error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("pubsub: %w", err)
 	}
-	log.Info("using Pub/Sub", "kind", cfg.brokerKind(), "project", cfg.Project, "topic", cfg.Topic, "emulator", cfg.EmulatorHost, "credentials", auth)
+	log.Info("using Pub/Sub", "kind", cfg.brokerKind(), "project", cfg.Project, "topic", cfg.Topic, "emulator", cfg.EmulatorHost, "credentials", auth,
+		"pull_streams", cmp.Or(cfg.PullStreams, gcppubsub.DefaultStreams))
 	return b, func() {
 		if err := b.Close(); err != nil {
 			log.Warn("close pubsub client", "err", err)
