@@ -35,7 +35,7 @@ type client struct {
 	replies chan []byte
 	// ping is the connection's one timer (see onTimer): it fires at the
 	// next ping (nextPing, when it sets pingDue and the writer pings and
-	// re-arms it) or at the client's deadline (heard + PongWait), whichever
+	// re-arms it) or at the client's deadline (heard + silentAfter), whichever
 	// comes first. A parked connection has no read waiting on a deadline,
 	// so the timer keeps it. Times are clock() values.
 	ping     *time.Timer
@@ -91,7 +91,7 @@ func newClient(h *Hub, conn *websocket.Conn, remote string) *client {
 	return c
 }
 
-// onTimer ends a client silent for longer than PongWait (not even a pong),
+// onTimer ends a client silent for longer than silentAfter (not even a pong),
 // asks the writer to ping when it is time, and otherwise re-arms the timer.
 func (c *client) onTimer() {
 	if c.isDone() {
@@ -99,7 +99,7 @@ func (c *client) onTimer() {
 	}
 	h := c.hub
 	now := clock()
-	if silent := time.Duration(now - c.heard.Load()); silent >= h.cfg.PongWait {
+	if silent := time.Duration(now - c.heard.Load()); silent >= h.silentAfter {
 		if c.shutdown(0, "") {
 			h.log.Info("client disconnected", "remote", c.remote, "err", "no frame, not even a pong, for "+silent.Round(time.Second).String())
 		}
@@ -116,7 +116,7 @@ func (c *client) onTimer() {
 // armTimer sets the timer to the next ping or the client's deadline,
 // whichever comes first.
 func (c *client) armTimer(now int64) {
-	next := min(c.nextPing.Load(), c.heard.Load()+int64(c.hub.cfg.PongWait))
+	next := min(c.nextPing.Load(), c.heard.Load()+int64(c.hub.silentAfter))
 	c.ping.Reset(time.Duration(max(next-now, 0)))
 }
 
@@ -149,7 +149,7 @@ func (c *client) isDone() bool {
 func (c *client) startReader() {
 	cfg := &c.hub.cfg
 	c.conn.SetReadLimit(cfg.ReadLimit)
-	_ = c.heardFrom() // the upgrade: PongWait from now
+	_ = c.heardFrom() // the upgrade: silentAfter from now
 	// Pongs go through the writer like every other frame (the default
 	// handler writes them from here, which could land inside a batch).
 	c.conn.SetPingHandler(func(data string) error {
@@ -171,10 +171,10 @@ func (c *client) startReader() {
 }
 
 // heardFrom notes that the client sent a frame: it is alive for another
-// PongWait.
+// silentAfter.
 func (c *client) heardFrom() error {
 	c.heard.Store(clock())
-	return c.conn.SetReadDeadline(time.Now().Add(c.hub.cfg.PongWait))
+	return c.conn.SetReadDeadline(time.Now().Add(c.hub.silentAfter))
 }
 
 // read reads client frames until there is nothing to read, then parks the

@@ -94,8 +94,10 @@ type Config struct {
 	// PongWait is how long a client may stay silent (no frame, no pong)
 	// before it is dropped. The server pings every PongWait/2, so a live
 	// client answers in time even when it is PongWait/2 behind on its
-	// reads. Default 30s: pings every 15s keep the connection busy well
-	// inside Fly's proxy idle timeout (60s).
+	// reads; where MaxQueueAge is longer than that, a client may stay
+	// silent for PongWait/2 + 1.1 × MaxQueueAge instead. Default 30s: pings
+	// every 15s keep the connection busy well inside Fly's proxy idle
+	// timeout (60s).
 	PongWait time.Duration
 
 	// DedupSize is how many recent alert ids are remembered to drop the
@@ -210,9 +212,12 @@ type Hub struct {
 	upgrader   websocket.Upgrader
 	hello      []byte // the hello frame, shared by every client
 	pingPeriod time.Duration
-	dedup      *dedup
-	pol        *policy
-	rs         resumeState // the history for resuming clients (resume.go)
+	// silentAfter is how long a client may go unheard: PongWait, or more
+	// where MaxQueueAge needs it (New).
+	silentAfter time.Duration
+	dedup       *dedup
+	pol         *policy
+	rs          resumeState // the history for resuming clients (resume.go)
 
 	// ctx bounds publishes; it is cancelled when Close returns.
 	ctx    context.Context
@@ -253,7 +258,12 @@ func New(cfg Config, pub Publisher) *Hub {
 		// for a silent one. With 9/10, 3 s of backlog dropped clients in
 		// a load test at 800 alerts/s on a busy machine.
 		pingPeriod: cfg.PongWait / 2,
-		clients:    make(map[*client]struct{}),
+		// Where MaxQueueAge allows a client to be more than that half
+		// behind, it may stay unheard for longer: a ping period, then its
+		// age of backlog and a tenth of that to spare. Pings keep their
+		// period, which Fly's proxy needs.
+		silentAfter: max(cfg.PongWait, cfg.PongWait/2+cfg.MaxQueueAge*11/10),
+		clients:     make(map[*client]struct{}),
 	}
 	h.pol = newPolicy(cfg, h.m)
 	h.upgrader = websocket.Upgrader{

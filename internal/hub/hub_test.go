@@ -482,11 +482,14 @@ func TestOrigin(t *testing.T) {
 
 func TestPing(t *testing.T) {
 	// Pings every 0.75s; each pong must come back within the 0.75s left
-	// before the read deadline, generous even on a loaded machine.
+	// before the read deadline, generous even on a loaded machine. A short
+	// MaxQueueAge keeps that deadline at PongWait (a long one extends it:
+	// TestLatePongsKeepClient).
 	const pongWait = 1500 * time.Millisecond
+	cfg := Config{PongWait: pongWait, MaxQueueAge: pongWait / 10}
 
 	t.Run("answering client stays", func(t *testing.T) {
-		tr := startHub(t, Config{PongWait: pongWait}, &loopback{})
+		tr := startHub(t, cfg, &loopback{})
 		conn, _ := connect(t, tr.url)
 		pings := make(chan struct{}, 10)
 		conn.SetPingHandler(func(data string) error {
@@ -520,7 +523,7 @@ func TestPing(t *testing.T) {
 	})
 
 	t.Run("silent client is dropped", func(t *testing.T) {
-		tr := startHub(t, Config{PongWait: pongWait}, &loopback{})
+		tr := startHub(t, cfg, &loopback{})
 		conn, _ := connect(t, tr.url)
 		conn.SetPingHandler(func(string) error { return nil }) // never pongs
 		_ = conn.SetReadDeadline(time.Now().Add(waitFor))

@@ -302,50 +302,55 @@ func TestWriterPingsBetweenBatches(t *testing.T) {
 }
 
 // TestLatePongsKeepClient: a client that is behind on its reads answers
-// each ping late, by as much as the too-slow policy lets it lag (the
-// default MaxQueueAge). The relay must not take it for a silent client.
+// each ping late, by as much as the too-slow policy lets it lag
+// (MaxQueueAge, the default and a longer one). The relay must not take it
+// for a silent client.
 func TestLatePongsKeepClient(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := New(Config{WriteDelay: -1}, &loopback{}) // the default PongWait
-		defer h.Close(context.Background())
-		br, cli, _ := pipeConn(t, h)
-		lag := h.cfg.MaxQueueAge
-		var wmu sync.Mutex
-		var pings atomic.Int32
-		lost := make(chan error, 1)
-		go func() {
-			for {
-				f, err := readWSFrame(br)
-				if err != nil {
-					lost <- err
-					return
+	for _, age := range []time.Duration{0, time.Minute} {
+		t.Run(fmt.Sprint("MaxQueueAge=", age), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := New(Config{WriteDelay: -1, MaxQueueAge: age}, &loopback{}) // the default PongWait
+				defer h.Close(context.Background())
+				br, cli, _ := pipeConn(t, h)
+				lag := h.cfg.MaxQueueAge
+				var wmu sync.Mutex
+				var pings atomic.Int32
+				lost := make(chan error, 1)
+				go func() {
+					for {
+						f, err := readWSFrame(br)
+						if err != nil {
+							lost <- err
+							return
+						}
+						if f.op == 0x9 {
+							pings.Add(1)
+							data := string(f.payload)
+							time.AfterFunc(lag, func() {
+								wmu.Lock()
+								defer wmu.Unlock()
+								_ = clientControl(cli, 0xA, data)
+							})
+						}
+					}
+				}()
+				time.Sleep(10 * time.Minute)
+				synctest.Wait()
+				select {
+				case err := <-lost:
+					t.Fatalf("after %d pings answered %v late, the relay hung up: %v", pings.Load(), lag, err)
+				default:
 				}
-				if f.op == 0x9 {
-					pings.Add(1)
-					data := string(f.payload)
-					time.AfterFunc(lag, func() {
-						wmu.Lock()
-						defer wmu.Unlock()
-						_ = clientControl(cli, 0xA, data)
-					})
+				if n := pings.Load(); n < 5 || h.Clients() != 1 {
+					t.Fatalf("%d pings in 10 minutes, %d clients; want pings and the client kept", n, h.Clients())
 				}
-			}
-		}()
-		time.Sleep(5 * time.Minute)
-		synctest.Wait()
-		select {
-		case err := <-lost:
-			t.Fatalf("after %d pings answered %v late, the relay hung up: %v", pings.Load(), lag, err)
-		default:
-		}
-		if n := pings.Load(); n < 5 || h.Clients() != 1 {
-			t.Fatalf("%d pings in 5 minutes, %d clients; want pings and the client kept", n, h.Clients())
-		}
-		wmu.Lock()
-		cli.Close()
-		wmu.Unlock()
-		<-lost
-	})
+				wmu.Lock()
+				cli.Close()
+				wmu.Unlock()
+				<-lost
+			})
+		})
+	}
 }
 
 // TestWriterDeadlines checks that every write starts with a deadline
