@@ -94,10 +94,10 @@ type Config struct {
 	// PongWait is how long a client may stay silent (no frame, no pong)
 	// before it is dropped. The server pings every PongWait/2, so a live
 	// client answers in time even when it is PongWait/2 behind on its
-	// reads; where MaxQueueAge is longer than that, a client may stay
-	// silent for PongWait/2 + 1.1 × MaxQueueAge instead. Default 30s: pings
-	// every 15s keep the connection busy well inside Fly's proxy idle
-	// timeout (60s).
+	// reads; a client may stay silent for PongWait/2 + 1.1 × MaxQueueAge
+	// instead where that is longer, so that a long MaxQueueAge holds too.
+	// Default 30s: pings every 15s keep the connection busy well inside
+	// Fly's proxy idle timeout (60s).
 	PongWait time.Duration
 
 	// DedupSize is how many recent alert ids are remembered to drop the
@@ -258,10 +258,10 @@ func New(cfg Config, pub Publisher) *Hub {
 		// for a silent one. With 9/10, 3 s of backlog dropped clients in
 		// a load test at 800 alerts/s on a busy machine.
 		pingPeriod: cfg.PongWait / 2,
-		// Where MaxQueueAge allows a client to be more than that half
-		// behind, it may stay unheard for longer: a ping period, then its
-		// age of backlog and a tenth of that to spare. Pings keep their
-		// period, which Fly's proxy needs.
+		// Where MaxQueueAge lets a client fall further behind than that
+		// half, it may stay unheard for longer: a ping period, then its age
+		// of backlog and a tenth of that to spare. Pings keep their period,
+		// which Fly's proxy needs.
 		silentAfter: max(cfg.PongWait, cfg.PongWait/2+cfg.MaxQueueAge*11/10),
 		clients:     make(map[*client]struct{}),
 	}
