@@ -63,7 +63,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&urls, "url", "", "ws:// or wss:// URLs of running relays' /ws, comma-separated, instead of starting any")
 	fs.BoolVar(&o.remote, "remote", false, "allow -url targets that are not on loopback")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the JSON summary to this file")
-	fs.BoolVar(&o.probe, "probe", true, "also publish 50 alerts/s to a topic of the emulator's own and report its latency (\"broker alone\"); the probe is load on the emulator too")
+	fs.BoolVar(&o.probe, "probe", true, fmt.Sprintf("also publish %d alerts/s to a topic of the emulator's own and report its latency (\"broker alone\"); the probe is load on the emulator too", probeRate))
 	fs.IntVar(&o.attackSenders, "attack", 0, "every second, this many random clients send -attack-burst alerts at once, on top of the rate")
 	fs.IntVar(&o.attackBurst, "attack-burst", 10, "alerts per attacking client (the relay's default burst is 10)")
 	if err := fs.Parse(args); err != nil {

@@ -306,8 +306,8 @@ func TestWriterPingsBetweenBatches(t *testing.T) {
 // (MaxQueueAge, the default and a longer one). The relay must not take it
 // for a silent client.
 func TestLatePongsKeepClient(t *testing.T) {
-	for _, age := range []time.Duration{0, time.Minute} {
-		t.Run(fmt.Sprint("MaxQueueAge=", age), func(t *testing.T) {
+	for name, age := range map[string]time.Duration{"default age": 0, "age 1m": time.Minute} {
+		t.Run(name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				h := New(Config{WriteDelay: -1, MaxQueueAge: age}, &loopback{}) // the default PongWait
 				defer h.Close(context.Background())

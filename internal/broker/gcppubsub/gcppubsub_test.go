@@ -230,7 +230,8 @@ func TestConfigRequired(t *testing.T) {
 }
 
 // TestStreams: Receive opens Config.Streams pull streams (DefaultStreams
-// when zero), and a message published once still arrives once.
+// when zero), and a message published once arrives, and not a second time
+// before Receive ends.
 func TestStreams(t *testing.T) {
 	srv := newServer(t)
 	for _, tt := range []struct {
